@@ -1,0 +1,112 @@
+import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
+
+import {isPushpullError, PushpullError} from '../lib/errors.js'
+import {EXIT_CODE_OF, ExitCode} from './exit-codes.js'
+import {createTheme, type Theme} from './theme.js'
+
+export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
+export type BaseArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+/**
+ * Owns what every command shares: compact `--json`, `--no-color`, the exit-code table, and an
+ * AbortSignal that SIGINT/SIGTERM abort. Commands stay glue: parse, call the library, render, return.
+ */
+export abstract class BaseCommand<T extends typeof Command> extends Command {
+  static override baseFlags = {
+    color: Flags.boolean({
+      allowNo: true,
+      default: true,
+      description: 'Colour human output (off when not a TTY or when NO_COLOR is set).',
+      helpGroup: 'GLOBAL',
+    }),
+  }
+
+  static override enableJsonFlag = true
+
+  protected flags!: BaseFlags<T>
+  protected args!: BaseArgs<T>
+  protected theme!: Theme
+
+  private readonly abortController = new AbortController()
+  private readonly onSignal = (signal: NodeJS.Signals): void => {
+    if (this.abortController.signal.aborted) return
+    this.abortController.abort(new PushpullError('ERR_ABORTED', `interrupted by ${signal}`))
+  }
+
+  /** Aborted on SIGINT or SIGTERM; pass it to every library call that waits. */
+  protected get signal(): AbortSignal {
+    return this.abortController.signal
+  }
+
+  public override async init(): Promise<void> {
+    await super.init()
+    const {args, flags} = await this.parse({
+      args: this.ctor.args,
+      baseFlags: (super.ctor as typeof BaseCommand).baseFlags,
+      enableJsonFlag: this.ctor.enableJsonFlag,
+      flags: this.ctor.flags,
+      strict: this.ctor.strict,
+    })
+    this.flags = flags as BaseFlags<T>
+    this.args = args as BaseArgs<T>
+    this.theme = createTheme(!this.flags.color)
+    process.on('SIGINT', this.onSignal)
+    process.on('SIGTERM', this.onSignal)
+  }
+
+  /** `--json` output is compact: one JSON value per line, so streams are NDJSON. */
+  protected override logJson(json: unknown): void {
+    process.stdout.write(`${JSON.stringify(json)}\n`)
+  }
+
+  /** One NDJSON record on stdout (streaming commands under --json). */
+  protected emitJson(record: unknown): void {
+    this.logJson(record)
+  }
+
+  /** Progress, warnings and notices: stderr, never stdout. */
+  protected note(message: string): void {
+    process.stderr.write(`${message}\n`)
+  }
+
+  protected warnLoud(message: string): void {
+    process.stderr.write(`${this.theme.err.yellow.bold('warning:')} ${message}\n`)
+  }
+
+  protected override toErrorJson(error: unknown): unknown {
+    if (isPushpullError(error)) {
+      return {error: {code: error.code, message: error.message, exitCode: EXIT_CODE_OF[error.code], ...error.details}}
+    }
+
+    const oclifExit = (error as {oclif?: {exit?: number}}).oclif?.exit
+    return {error: {code: 'ERR_USAGE', message: (error as Error).message, exitCode: oclifExit ?? ExitCode.BUG}}
+  }
+
+  protected override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
+    const code = exitCodeFor(error)
+    process.exitCode = code
+    if (this.jsonEnabled()) {
+      this.logJson(this.toErrorJson(error))
+      return undefined
+    }
+
+    if (isPushpullError(error)) {
+      throw new Errors.CLIError(`${error.message} [${error.code}]`, {exit: code})
+    }
+
+    return super.catch(error)
+  }
+
+  protected override async finally(error: Error | undefined): Promise<unknown> {
+    process.off('SIGINT', this.onSignal)
+    process.off('SIGTERM', this.onSignal)
+    return super.finally(error)
+  }
+}
+
+export function exitCodeFor(error: unknown): number {
+  if (isPushpullError(error)) return EXIT_CODE_OF[error.code]
+  const oclifExit = (error as {oclif?: {exit?: number}} | undefined)?.oclif?.exit
+  if (typeof oclifExit === 'number') return oclifExit
+  return ExitCode.BUG
+}
