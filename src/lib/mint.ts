@@ -1,0 +1,88 @@
+/**
+ * Building and signing SETs. The signer's key is a KeyObject, which jose imports once per
+ * (key, alg), so minting a batch does not re-import the key per token.
+ */
+import {randomUUID as nodeRandomUUID} from 'node:crypto'
+
+import {CompactSign} from 'jose'
+
+import {encodeBase64url} from './base64url.js'
+import {PushpullError} from './errors.js'
+import type {Signer} from './keys.js'
+import {type SetClaims, type SetHeader, validateClaims} from './set.js'
+
+/** What a SET is built from. `jti` and `iat` are filled in when absent. */
+export interface SetTemplate {
+  iss: string
+  aud?: string | readonly string[]
+  jti?: string
+  /** Seconds since the epoch; default now. */
+  iat?: number
+  txn?: string
+  toe?: number
+  sub_id?: Record<string, unknown>
+  /** Exactly the events of the SET: URI -> payload object. */
+  events: Record<string, Record<string, unknown>>
+  /** Further claims, copied as they are (they never override the members above). */
+  extra?: Record<string, unknown>
+}
+
+export interface MintOptions {
+  /** Clock in ms. Default Date.now. */
+  now?: () => number
+  /** jti source. Default crypto.randomUUID. */
+  randomUUID?: () => string
+}
+
+export interface MintedSet {
+  token: string
+  header: SetHeader
+  claims: SetClaims
+}
+
+const encoder = new TextEncoder()
+
+/** Build the claims of a SET from a template (no signing). Throws ERR_USAGE naming what is wrong. */
+export function buildClaims(template: SetTemplate, options: MintOptions = {}): SetClaims {
+  const now = options.now ?? Date.now
+  const uuid = options.randomUUID ?? nodeRandomUUID
+  const claims: Record<string, unknown> = {...template.extra}
+  claims.iss = template.iss
+  claims.iat = template.iat ?? Math.floor(now() / 1000)
+  claims.jti = template.jti ?? uuid()
+  if (template.aud !== undefined) {
+    const aud = typeof template.aud === 'string' ? template.aud : [...template.aud]
+    claims.aud = Array.isArray(aud) && aud.length === 1 ? aud[0] : aud
+  }
+
+  if (template.txn !== undefined) claims.txn = template.txn
+  if (template.toe !== undefined) claims.toe = template.toe
+  if (template.sub_id !== undefined) claims.sub_id = template.sub_id
+  claims.events = template.events
+  try {
+    return validateClaims(claims)
+  } catch (error) {
+    throw new PushpullError('ERR_USAGE', `cannot mint this SET: ${(error as Error).message}`, {cause: error})
+  }
+}
+
+/**
+ * Build and sign one SET: header `{typ: "secevent+jwt", alg, kid}`. Unsigned (`alg: none`, empty
+ * signature) only with a signer made by `unsignedSigner()`.
+ */
+export async function mintSet(template: SetTemplate, signer: Signer, options: MintOptions = {}): Promise<MintedSet> {
+  const claims = buildClaims(template, options)
+  const header: SetHeader = {alg: signer.alg, typ: 'secevent+jwt', ...(signer.kid === undefined ? {} : {kid: signer.kid})}
+  const payload = encoder.encode(JSON.stringify(claims))
+  if (signer.alg === 'none') {
+    return {claims, header, token: `${encodeBase64url(JSON.stringify(header))}.${encodeBase64url(payload)}.`}
+  }
+
+  if (signer.key === undefined) throw new PushpullError('ERR_KEY_INVALID', `the ${signer.alg} signer has no key`)
+  try {
+    const token = await new CompactSign(payload).setProtectedHeader(header as {alg: string; typ: string; kid?: string}).sign(signer.key)
+    return {claims, header, token}
+  } catch (error) {
+    throw new PushpullError('ERR_KEY_INVALID', `signing with ${signer.alg} failed: ${(error as Error).message}`, {cause: error})
+  }
+}
