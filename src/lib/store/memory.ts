@@ -1,0 +1,238 @@
+/**
+ * In-memory ledger storage: for tests and for the benchmark's in-memory comparison. It holds
+ * every row in process memory (nothing is durable) and its `transaction` does not roll back: the
+ * ledger validates a whole batch before it changes anything, so a throw part-way is a bug.
+ */
+import type {CountRow, InboxChange, InboxRow, LedgerStorage, ListQuery, OutboxChange, OutboxRow} from '../ledger.js'
+
+const SEP = '\u0000'
+
+export class MemoryLedgerStorage implements LedgerStorage {
+  private readonly outbox = new Map<string, OutboxRow & {seq: number}>()
+  private readonly inbox = new Map<string, InboxRow & {seq: number}>()
+  /** peer -> keys of pending/in_flight outbox rows. */
+  private readonly active = new Map<string, Set<string>>()
+  /** peer -> keys of owed inbox rows. */
+  private readonly owedKeys = new Map<string, Set<string>>()
+  /** peer + jti -> inbox keys (one per issuer). */
+  private readonly byJti = new Map<string, Set<string>>()
+  private seq = 0
+  private closed = false
+
+  transaction<T>(fn: () => T): T {
+    if (this.closed) throw new Error('memory ledger storage is closed')
+    return fn()
+  }
+
+  insertOutbox(row: OutboxRow): boolean {
+    const key = row.peer + SEP + row.jti
+    if (this.outbox.has(key)) return false
+    this.outbox.set(key, {...row, seq: ++this.seq})
+    this.index(this.active, row.peer, key, row.state === 'pending' || row.state === 'in_flight')
+    return true
+  }
+
+  getOutbox(peer: string, jti: string): OutboxRow | undefined {
+    const row = this.outbox.get(peer + SEP + jti)
+    return row === undefined ? undefined : stripSeq(row)
+  }
+
+  updateOutbox(peer: string, jti: string, change: OutboxChange): void {
+    const key = peer + SEP + jti
+    const row = this.outbox.get(key)
+    if (row === undefined) return
+    row.state = change.state
+    row.attempts = change.attempts
+    row.nextAt = change.nextAt
+    row.updatedAt = change.updatedAt
+    if (change.err !== undefined) row.err = change.err
+    if (change.description !== undefined) row.description = change.description
+    this.index(this.active, peer, key, change.state === 'pending' || change.state === 'in_flight')
+  }
+
+  dueOutbox(peer: string, now: number, limit: number): OutboxRow[] {
+    const rows: Array<OutboxRow & {seq: number}> = []
+    for (const key of this.active.get(peer) ?? []) {
+      const row = this.outbox.get(key)
+      if (row !== undefined && row.nextAt <= now) rows.push(row)
+    }
+
+    rows.sort((a, b) => a.nextAt - b.nextAt || a.seq - b.seq)
+    return rows.slice(0, limit).map((row) => stripSeq(row))
+  }
+
+  nextDueAt(peer: string): number | undefined {
+    let earliest: number | undefined
+    for (const key of this.active.get(peer) ?? []) {
+      const row = this.outbox.get(key)
+      if (row !== undefined && (earliest === undefined || row.nextAt < earliest)) earliest = row.nextAt
+    }
+
+    return earliest
+  }
+
+  requeueInFlight(peer: string | undefined, nextAt: number, updatedAt: number): number {
+    let count = 0
+    const peers = peer === undefined ? [...this.active.keys()] : [peer]
+    for (const p of peers) {
+      for (const key of this.active.get(p) ?? []) {
+        const row = this.outbox.get(key)
+        if (row?.state === 'in_flight') {
+          row.state = 'pending'
+          row.nextAt = nextAt
+          row.updatedAt = updatedAt
+          count++
+        }
+      }
+    }
+
+    return count
+  }
+
+  insertInbox(row: InboxRow): boolean {
+    const key = row.peer + SEP + row.iss + SEP + row.jti
+    if (this.inbox.has(key)) return false
+    this.inbox.set(key, {...row, seq: ++this.seq})
+    this.index(this.owedKeys, row.peer, key, row.owed)
+    this.index(this.byJti, row.peer + SEP + row.jti, key, true)
+    return true
+  }
+
+  getInbox(peer: string, iss: string, jti: string): InboxRow | undefined {
+    const row = this.inbox.get(peer + SEP + iss + SEP + jti)
+    return row === undefined ? undefined : stripSeq(row)
+  }
+
+  findInbox(peer: string, jti: string): InboxRow[] {
+    const rows: InboxRow[] = []
+    for (const key of this.byJti.get(peer + SEP + jti) ?? []) {
+      const row = this.inbox.get(key)
+      if (row !== undefined) rows.push(stripSeq(row))
+    }
+
+    return rows
+  }
+
+  updateInbox(peer: string, iss: string, jti: string, change: InboxChange): void {
+    const key = peer + SEP + iss + SEP + jti
+    const row = this.inbox.get(key)
+    if (row === undefined) return
+    row.verdict = change.verdict
+    row.err = change.err
+    row.description = change.description
+    row.owed = change.owed
+    row.updatedAt = change.updatedAt
+    this.index(this.owedKeys, peer, key, change.owed)
+  }
+
+  owedInbox(peer: string, limit: number): InboxRow[] {
+    const rows: Array<InboxRow & {seq: number}> = []
+    for (const key of this.owedKeys.get(peer) ?? []) {
+      const row = this.inbox.get(key)
+      if (row !== undefined && row.verdict !== 'undecided') rows.push(row)
+    }
+
+    rows.sort((a, b) => a.updatedAt - b.updatedAt || a.seq - b.seq)
+    return rows.slice(0, limit).map((row) => stripSeq(row))
+  }
+
+  clearOwed(peer: string, jti: string, updatedAt: number): number {
+    let count = 0
+    for (const key of this.byJti.get(peer + SEP + jti) ?? []) {
+      const row = this.inbox.get(key)
+      if (row?.owed && row.verdict !== 'undecided') {
+        row.owed = false
+        row.updatedAt = updatedAt
+        this.index(this.owedKeys, peer, key, false)
+        count++
+      }
+    }
+
+    return count
+  }
+
+  counts(peer?: string): CountRow[] {
+    const tally = new Map<string, CountRow>()
+    const add = (p: string, direction: 'out' | 'in', state: string): void => {
+      const key = p + SEP + direction + SEP + state
+      const row = tally.get(key)
+      if (row === undefined) tally.set(key, {peer: p, direction, state, count: 1})
+      else row.count++
+    }
+
+    for (const row of this.outbox.values()) if (peer === undefined || row.peer === peer) add(row.peer, 'out', row.state)
+    for (const row of this.inbox.values()) {
+      if (peer !== undefined && row.peer !== peer) continue
+      add(row.peer, 'in', row.verdict)
+      if (row.owed) add(row.peer, 'in', 'owed')
+    }
+
+    return [...tally.values()]
+  }
+
+  listOutbox(query: ListQuery): OutboxRow[] {
+    const rows = [...this.outbox.values()].filter(
+      (row) => (query.peer === undefined || row.peer === query.peer) && (query.states === undefined || query.states.includes(row.state)),
+    )
+    rows.sort((a, b) => b.seq - a.seq)
+    const offset = query.offset ?? 0
+    return rows.slice(offset, offset + query.limit).map((row) => stripSeq(row))
+  }
+
+  listInbox(query: ListQuery): InboxRow[] {
+    const rows = [...this.inbox.values()].filter(
+      (row) =>
+        (query.peer === undefined || row.peer === query.peer) &&
+        (query.states === undefined || query.states.includes(row.verdict)) &&
+        (query.owed === undefined || row.owed === query.owed),
+    )
+    rows.sort((a, b) => b.receivedAt - a.receivedAt || b.seq - a.seq)
+    const offset = query.offset ?? 0
+    return rows.slice(offset, offset + query.limit).map((row) => stripSeq(row))
+  }
+
+  prune(before: number): {outbox: number; inbox: number} {
+    let outbox = 0
+    let inbox = 0
+    for (const [key, row] of this.outbox) {
+      if (row.state !== 'pending' && row.state !== 'in_flight' && row.updatedAt < before) {
+        this.outbox.delete(key)
+        outbox++
+      }
+    }
+
+    for (const [key, row] of this.inbox) {
+      if (!row.owed && row.verdict !== 'undecided' && row.updatedAt < before) {
+        this.inbox.delete(key)
+        this.byJti.get(row.peer + SEP + row.jti)?.delete(key)
+        inbox++
+      }
+    }
+
+    return {outbox, inbox}
+  }
+
+  close(): void {
+    this.closed = true
+  }
+
+  private index(map: Map<string, Set<string>>, group: string, key: string, present: boolean): void {
+    let set = map.get(group)
+    if (present) {
+      if (set === undefined) {
+        set = new Set()
+        map.set(group, set)
+      }
+
+      set.add(key)
+    } else if (set !== undefined) {
+      set.delete(key)
+      if (set.size === 0) map.delete(group)
+    }
+  }
+}
+
+function stripSeq<T extends {seq: number}>(row: T): Omit<T, 'seq'> {
+  const {seq: _seq, ...rest} = row
+  return rest
+}
