@@ -1,0 +1,515 @@
+/**
+ * Durable ledger storage on SQLite (better-sqlite3 12).
+ *
+ * - Location: an explicit path. The CLI resolves it with `defaultStatePath(env, homedir)`
+ *   (`PUSHPULL_STATE`, else `$XDG_STATE_HOME/pushpull/state.db`, else
+ *   `~/.local/state/pushpull/state.db`) or `--state PATH`. The directory is created with mode 0700.
+ * - Durability: WAL journal with `synchronous=NORMAL`. A process crash (kill -9) loses nothing that
+ *   was committed; a power loss or OS crash may lose the last few transactions (never corrupts).
+ *   `synchronous: 'FULL'` makes every commit survive power loss too, at a cost in throughput.
+ * - One writer: the database is opened with `locking_mode=EXCLUSIVE` and a write at open with
+ *   busy timeout 0, so a second process (or a second open in this process) fails at once with
+ *   ERR_STATE_LOCKED. The holder's pid is written next to the database (`<path>.pid`) only to name
+ *   it in that message.
+ * - Schema versioned with `PRAGMA user_version` and an ordered migration list; a file that is not
+ *   SQLite, not ours, or from a newer pushpull is ERR_STATE_CORRUPT; a failed write (disk full,
+ *   read-only) is ERR_STATE_IO and rolls the whole batch back.
+ * - Every ledger call is one transaction on prepared statements; no row is cached in memory, so
+ *   memory use does not grow with the number of SETs. `Ledger.prune` deletes old finished rows.
+ */
+import {mkdirSync, readFileSync, rmSync, writeFileSync, existsSync} from 'node:fs'
+import {dirname, join, resolve, isAbsolute} from 'node:path'
+
+import Database from 'better-sqlite3'
+
+import {PushpullError} from './errors.js'
+import {
+  type CountRow,
+  type InboxChange,
+  type InboxRow,
+  Ledger,
+  type LedgerOptions,
+  type LedgerStorage,
+  type ListQuery,
+  type OutboxChange,
+  type OutboxRow,
+  type OutboxState,
+  type Verdict,
+} from './ledger.js'
+
+export {MemoryLedgerStorage} from './store/memory.js'
+
+/** Where the state database lives when neither `--state` nor `PUSHPULL_STATE` says otherwise. */
+export function defaultStatePath(env: Readonly<Record<string, string | undefined>>, homedir: string): string {
+  const explicit = env.PUSHPULL_STATE
+  if (explicit !== undefined && explicit !== '') return resolve(explicit)
+  const xdg = env.XDG_STATE_HOME
+  // The XDG spec says relative values are invalid and must be ignored.
+  if (xdg !== undefined && xdg !== '' && isAbsolute(xdg)) return join(xdg, 'pushpull', 'state.db')
+  return join(homedir, '.local', 'state', 'pushpull', 'state.db')
+}
+
+export interface StoreOptions {
+  /** The database file. Its directory is created (mode 0700) when missing. */
+  path: string
+  /** `NORMAL` (default): crash-safe, power loss may drop the last commits. `FULL`: fsync every commit. */
+  synchronous?: 'NORMAL' | 'FULL'
+  /** Cap the database size in pages (4 KiB each): a disk quota, and how tests simulate a full disk. */
+  maxPageCount?: number
+}
+
+/** Ordered migrations: entry i moves the schema from user_version i to i + 1. */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY,
+    peer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    token TEXT NOT NULL,
+    event TEXT,
+    subject TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    err TEXT,
+    description TEXT,
+    UNIQUE (peer, jti)
+  );
+  CREATE INDEX outbox_due ON outbox (peer, next_at, seq) WHERE state IN ('pending', 'in_flight');
+  CREATE INDEX outbox_done ON outbox (updated_at) WHERE state IN ('acked', 'rejected', 'abandoned');
+  CREATE TABLE inbox (
+    seq INTEGER PRIMARY KEY,
+    peer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    iss TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    token TEXT,
+    event TEXT,
+    subject TEXT,
+    verdict TEXT NOT NULL,
+    err TEXT,
+    description TEXT,
+    owed INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (peer, jti, iss)
+  );
+  CREATE INDEX inbox_owed ON inbox (peer, updated_at, seq) WHERE owed = 1;
+  CREATE INDEX inbox_done ON inbox (updated_at) WHERE owed = 0;
+  `,
+]
+
+export const SCHEMA_VERSION = MIGRATIONS.length
+
+/** Paths open in this process: SQLite's own locks do not always stop a second open here. */
+const openInProcess = new Set<string>()
+
+const OUTBOX_COLUMNS = `peer, jti, token, event, subject, state, attempts, next_at AS nextAt, created_at AS createdAt,
+  updated_at AS updatedAt, err, description`
+const INBOX_COLUMNS = `peer, iss, jti, hash, token, event, subject, verdict, err, description, owed,
+  received_at AS receivedAt, updated_at AS updatedAt`
+
+interface RawOutbox {
+  peer: string
+  jti: string
+  token: string
+  event: string | null
+  subject: string | null
+  state: OutboxState
+  attempts: number
+  nextAt: number
+  createdAt: number
+  updatedAt: number
+  err: string | null
+  description: string | null
+}
+
+interface RawInbox {
+  peer: string
+  iss: string
+  jti: string
+  hash: string
+  token: string | null
+  event: string | null
+  subject: string | null
+  verdict: Verdict
+  err: string | null
+  description: string | null
+  owed: number
+  receivedAt: number
+  updatedAt: number
+}
+
+type Statement = Database.Statement
+
+export class SqliteLedgerStorage implements LedgerStorage {
+  readonly path: string
+  private db: Database.Database | undefined
+  private readonly statements: Record<string, Statement>
+
+  /** Use `openStore`. */
+  constructor(path: string, db: Database.Database) {
+    this.path = path
+    this.db = db
+    const prepare = (sql: string): Statement => db.prepare(sql)
+    this.statements = {
+      begin: prepare('BEGIN IMMEDIATE'),
+      commit: prepare('COMMIT'),
+      rollback: prepare('ROLLBACK'),
+      insertOutbox: prepare(`INSERT INTO outbox (peer, jti, token, event, subject, state, attempts, next_at, created_at, updated_at, err, description)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, jti) DO NOTHING`),
+      getOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM outbox WHERE peer = ? AND jti = ?`),
+      updateOutbox: prepare(`UPDATE outbox SET state = ?, attempts = ?, next_at = ?, updated_at = ?, err = coalesce(?, err),
+        description = coalesce(?, description) WHERE peer = ? AND jti = ?`),
+      dueOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM outbox WHERE peer = ? AND state IN ('pending', 'in_flight') AND next_at <= ?
+        ORDER BY next_at, seq LIMIT ?`),
+      nextDueAt: prepare(`SELECT min(next_at) AS t FROM outbox WHERE peer = ? AND state IN ('pending', 'in_flight')`),
+      requeuePeer: prepare(`UPDATE outbox SET state = 'pending', next_at = ?, updated_at = ?
+        WHERE peer = ? AND state IN ('pending', 'in_flight') AND state = 'in_flight'`),
+      requeueAll: prepare(`UPDATE outbox SET state = 'pending', next_at = ?, updated_at = ?
+        WHERE state IN ('pending', 'in_flight') AND state = 'in_flight'`),
+      insertInbox: prepare(`INSERT INTO inbox (peer, jti, iss, hash, token, event, subject, verdict, err, description, owed, received_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, jti, iss) DO NOTHING`),
+      getInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND jti = ? AND iss = ?`),
+      findInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND jti = ? ORDER BY seq`),
+      updateInbox: prepare(`UPDATE inbox SET verdict = ?, err = ?, description = ?, owed = ?, updated_at = ?
+        WHERE peer = ? AND jti = ? AND iss = ?`),
+      owedInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND owed = 1 AND verdict <> 'undecided'
+        ORDER BY updated_at, seq LIMIT ?`),
+      clearOwed: prepare(`UPDATE inbox SET owed = 0, updated_at = ? WHERE peer = ? AND jti = ? AND owed = 1 AND verdict <> 'undecided'`),
+      countOutAll: prepare(`SELECT peer, state, count(*) AS n FROM outbox GROUP BY peer, state`),
+      countOutPeer: prepare(`SELECT peer, state, count(*) AS n FROM outbox WHERE peer = ? GROUP BY peer, state`),
+      countInAll: prepare(`SELECT peer, verdict AS state, count(*) AS n, sum(owed) AS owed FROM inbox GROUP BY peer, verdict`),
+      countInPeer: prepare(`SELECT peer, verdict AS state, count(*) AS n, sum(owed) AS owed FROM inbox WHERE peer = ? GROUP BY peer, verdict`),
+      pruneOutbox: prepare(`DELETE FROM outbox WHERE state IN ('acked', 'rejected', 'abandoned') AND updated_at < ?`),
+      pruneInbox: prepare(`DELETE FROM inbox WHERE owed = 0 AND verdict <> 'undecided' AND updated_at < ?`),
+    }
+  }
+
+  transaction<T>(fn: () => T): T {
+    const db = this.open()
+    if (db.inTransaction) return fn()
+    try {
+      this.statements.begin!.run()
+      const result = fn()
+      this.statements.commit!.run()
+      return result
+    } catch (error) {
+      if (db.inTransaction) {
+        try {
+          this.statements.rollback!.run()
+        } catch {
+          // The transaction may already be gone (SQLite rolls back itself on some I/O errors).
+        }
+      }
+
+      throw mapSqliteError(error, this.path)
+    }
+  }
+
+  insertOutbox(row: OutboxRow): boolean {
+    const info = this.statements.insertOutbox!.run(
+      row.peer, row.jti, row.token, row.event ?? null, row.subject ?? null, row.state, row.attempts,
+      row.nextAt, row.createdAt, row.updatedAt, row.err ?? null, row.description ?? null,
+    )
+    return info.changes === 1
+  }
+
+  getOutbox(peer: string, jti: string): OutboxRow | undefined {
+    const raw = this.statements.getOutbox!.get(peer, jti) as RawOutbox | undefined
+    return raw === undefined ? undefined : outboxRow(raw)
+  }
+
+  updateOutbox(peer: string, jti: string, change: OutboxChange): void {
+    this.statements.updateOutbox!.run(change.state, change.attempts, change.nextAt, change.updatedAt, change.err ?? null, change.description ?? null, peer, jti)
+  }
+
+  dueOutbox(peer: string, now: number, limit: number): OutboxRow[] {
+    return (this.statements.dueOutbox!.all(peer, now, limit) as RawOutbox[]).map((raw) => outboxRow(raw))
+  }
+
+  nextDueAt(peer: string): number | undefined {
+    const row = this.statements.nextDueAt!.get(peer) as {t: number | null} | undefined
+    return row?.t ?? undefined
+  }
+
+  requeueInFlight(peer: string | undefined, nextAt: number, updatedAt: number): number {
+    const info = peer === undefined ? this.statements.requeueAll!.run(nextAt, updatedAt) : this.statements.requeuePeer!.run(nextAt, updatedAt, peer)
+    return info.changes
+  }
+
+  insertInbox(row: InboxRow): boolean {
+    const info = this.statements.insertInbox!.run(
+      row.peer, row.jti, row.iss, row.hash, row.token ?? null, row.event ?? null, row.subject ?? null, row.verdict,
+      row.err ?? null, row.description ?? null, row.owed ? 1 : 0, row.receivedAt, row.updatedAt,
+    )
+    return info.changes === 1
+  }
+
+  getInbox(peer: string, iss: string, jti: string): InboxRow | undefined {
+    const raw = this.statements.getInbox!.get(peer, jti, iss) as RawInbox | undefined
+    return raw === undefined ? undefined : inboxRow(raw)
+  }
+
+  findInbox(peer: string, jti: string): InboxRow[] {
+    return (this.statements.findInbox!.all(peer, jti) as RawInbox[]).map((raw) => inboxRow(raw))
+  }
+
+  updateInbox(peer: string, iss: string, jti: string, change: InboxChange): void {
+    this.statements.updateInbox!.run(change.verdict, change.err ?? null, change.description ?? null, change.owed ? 1 : 0, change.updatedAt, peer, jti, iss)
+  }
+
+  owedInbox(peer: string, limit: number): InboxRow[] {
+    return (this.statements.owedInbox!.all(peer, limit) as RawInbox[]).map((raw) => inboxRow(raw))
+  }
+
+  clearOwed(peer: string, jti: string, updatedAt: number): number {
+    return this.statements.clearOwed!.run(updatedAt, peer, jti).changes
+  }
+
+  counts(peer?: string): CountRow[] {
+    const out = (peer === undefined ? this.statements.countOutAll!.all() : this.statements.countOutPeer!.all(peer)) as Array<{peer: string; state: string; n: number}>
+    const inbox = (peer === undefined ? this.statements.countInAll!.all() : this.statements.countInPeer!.all(peer)) as Array<{
+      peer: string
+      state: string
+      n: number
+      owed: number
+    }>
+    const rows: CountRow[] = out.map((r) => ({peer: r.peer, direction: 'out', state: r.state, count: r.n}))
+    for (const r of inbox) {
+      rows.push({peer: r.peer, direction: 'in', state: r.state, count: r.n})
+      if (r.owed > 0) rows.push({peer: r.peer, direction: 'in', state: 'owed', count: r.owed})
+    }
+
+    return rows
+  }
+
+  listOutbox(query: ListQuery): OutboxRow[] {
+    const {where, params} = listFilter(query, 'state')
+    const sql = `SELECT ${OUTBOX_COLUMNS} FROM outbox ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`
+    return (this.open().prepare(sql).all(...params, query.limit, query.offset ?? 0) as RawOutbox[]).map((raw) => outboxRow(raw))
+  }
+
+  listInbox(query: ListQuery): InboxRow[] {
+    const {where, params} = listFilter(query, 'verdict')
+    const sql = `SELECT ${INBOX_COLUMNS} FROM inbox ${where} ORDER BY received_at DESC, seq DESC LIMIT ? OFFSET ?`
+    return (this.open().prepare(sql).all(...params, query.limit, query.offset ?? 0) as RawInbox[]).map((raw) => inboxRow(raw))
+  }
+
+  prune(before: number): {outbox: number; inbox: number} {
+    return {outbox: this.statements.pruneOutbox!.run(before).changes, inbox: this.statements.pruneInbox!.run(before).changes}
+  }
+
+  /** Checkpoint the WAL into the database file and close. Safe to call twice. */
+  close(): void {
+    const db = this.db
+    if (db === undefined) return
+    this.db = undefined
+    try {
+      if (db.inTransaction) db.exec('ROLLBACK')
+      db.pragma('wal_checkpoint(TRUNCATE)')
+    } catch {
+      // Closing still releases the lock; an uncheckpointed WAL is replayed at the next open.
+    } finally {
+      db.close()
+      openInProcess.delete(this.path)
+      rmSync(pidFileOf(this.path), {force: true})
+    }
+  }
+
+  private open(): Database.Database {
+    if (this.db === undefined) throw new PushpullError('ERR_INTERNAL', `state database ${this.path} is closed`)
+    return this.db
+  }
+}
+
+/**
+ * Open (creating or migrating) the state database at `options.path` and hold it for this process.
+ * Throws ERR_STATE_LOCKED, ERR_STATE_CORRUPT or ERR_STATE_IO, each naming the file.
+ */
+export function openStore(options: StoreOptions): SqliteLedgerStorage {
+  const path = resolve(options.path)
+  try {
+    mkdirSync(dirname(path), {recursive: true, mode: 0o700})
+  } catch (error) {
+    throw new PushpullError('ERR_STATE_IO', `cannot create the state directory ${dirname(path)}: ${reasonOf(error)}`, {cause: error, details: {path}})
+  }
+
+  if (openInProcess.has(path)) throw lockedError(path, undefined, process.pid)
+  const existed = existsSync(path)
+  let db: Database.Database
+  try {
+    db = new Database(path, {timeout: 0})
+  } catch (error) {
+    if (existed) throw corruptError(path, error, 'it cannot be opened')
+    throw new PushpullError('ERR_STATE_IO', `cannot create the state database ${path}: ${reasonOf(error)}`, {cause: error, details: {path}})
+  }
+
+  try {
+    db.pragma('locking_mode = EXCLUSIVE')
+    const mode = db.pragma('journal_mode = WAL', {simple: true}) as string
+    if (mode.toLowerCase() !== 'wal') throw new PushpullError('ERR_STATE_IO', `state database ${path} could not switch to WAL mode (got ${mode})`, {details: {path}})
+    db.pragma(`synchronous = ${options.synchronous === 'FULL' ? 'FULL' : 'NORMAL'}`)
+    if (options.maxPageCount !== undefined) db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxPageCount))}`)
+    migrate(db, path)
+  } catch (error) {
+    db.close()
+    throw mapSqliteError(error, path)
+  }
+
+  openInProcess.add(path)
+  try {
+    writeFileSync(pidFileOf(path), `${process.pid}\n`, {mode: 0o600})
+  } catch {
+    // Only used to name the holder in ERR_STATE_LOCKED messages.
+  }
+
+  return new SqliteLedgerStorage(path, db)
+}
+
+/** A ledger on the SQLite store at `options.path` (`ledger.close()` closes the store). */
+export function openLedger(options: StoreOptions & Omit<LedgerOptions, 'storage'>): Ledger {
+  const {path, synchronous, maxPageCount, ...ledgerOptions} = options
+  const storage = openStore({path, synchronous, maxPageCount})
+  try {
+    return new Ledger({...ledgerOptions, storage})
+  } catch (error) {
+    storage.close()
+    throw error
+  }
+}
+
+function migrate(db: Database.Database, path: string): void {
+  // BEGIN IMMEDIATE takes the write lock now (busy timeout 0): this is where a second process fails.
+  db.exec('BEGIN IMMEDIATE')
+  try {
+    const version = db.pragma('user_version', {simple: true}) as number
+    if (version === 0) {
+      const foreign = db.prepare(`SELECT count(*) AS n FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'`).get() as {n: number}
+      if (foreign.n > 0) throw corruptError(path, undefined, 'it is an SQLite database but not a pushpull state file')
+    } else if (version > MIGRATIONS.length) {
+      throw corruptError(path, undefined, `its schema version ${version} is newer than this pushpull understands (${MIGRATIONS.length})`)
+    }
+
+    for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!)
+    if (version !== MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`)
+    db.exec('COMMIT')
+  } catch (error) {
+    if (db.inTransaction) db.exec('ROLLBACK')
+    throw error
+  }
+}
+
+function listFilter(query: ListQuery, stateColumn: string): {where: string; params: unknown[]} {
+  const clauses: string[] = []
+  const params: unknown[] = []
+  if (query.peer !== undefined) {
+    clauses.push('peer = ?')
+    params.push(query.peer)
+  }
+
+  if (query.states !== undefined) {
+    clauses.push(query.states.length === 0 ? '0' : `${stateColumn} IN (${query.states.map(() => '?').join(', ')})`)
+    params.push(...query.states)
+  }
+
+  if (query.owed !== undefined && stateColumn === 'verdict') {
+    clauses.push('owed = ?')
+    params.push(query.owed ? 1 : 0)
+  }
+
+  return {where: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params}
+}
+
+function outboxRow(raw: RawOutbox): OutboxRow {
+  return {
+    peer: raw.peer,
+    jti: raw.jti,
+    token: raw.token,
+    event: raw.event ?? undefined,
+    subject: raw.subject ?? undefined,
+    state: raw.state,
+    attempts: raw.attempts,
+    nextAt: raw.nextAt,
+    createdAt: raw.createdAt,
+    updatedAt: raw.updatedAt,
+    err: raw.err ?? undefined,
+    description: raw.description ?? undefined,
+  }
+}
+
+function inboxRow(raw: RawInbox): InboxRow {
+  return {
+    peer: raw.peer,
+    iss: raw.iss,
+    jti: raw.jti,
+    hash: raw.hash,
+    token: raw.token ?? undefined,
+    event: raw.event ?? undefined,
+    subject: raw.subject ?? undefined,
+    verdict: raw.verdict,
+    err: raw.err ?? undefined,
+    description: raw.description ?? undefined,
+    owed: raw.owed === 1,
+    receivedAt: raw.receivedAt,
+    updatedAt: raw.updatedAt,
+  }
+}
+
+function pidFileOf(path: string): string {
+  return `${path}.pid`
+}
+
+function readHolderPid(path: string): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(pidFileOf(path), 'utf8').trim(), 10)
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function lockedError(path: string, cause: unknown, pid = readHolderPid(path)): PushpullError {
+  const holder = pid === undefined ? '' : ` (pid ${pid})`
+  const who = pid === process.pid ? 'is already open in this process' : `is in use by another pushpull process${holder}`
+  return new PushpullError('ERR_STATE_LOCKED', `state database ${path} ${who}; stop it or use --state to choose another file`, {
+    cause,
+    details: {path, ...(pid === undefined ? {} : {pid})},
+  })
+}
+
+function corruptError(path: string, cause: unknown, why: string): PushpullError {
+  return new PushpullError(
+    'ERR_STATE_CORRUPT',
+    `state database ${path} is unusable: ${why}. Move it away or delete it (pending acks and unacked SETs in it are lost), or use --state to choose another file`,
+    {cause, details: {path}},
+  )
+}
+
+function sqliteCodeOf(error: unknown): string | undefined {
+  if (error instanceof Database.SqliteError) return error.code
+  return undefined
+}
+
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+/** SQLite and file-system failures as PushpullError; PushpullErrors pass through. */
+export function mapSqliteError(error: unknown, path: string): PushpullError {
+  if (error instanceof PushpullError) return error
+  const code = sqliteCodeOf(error)
+  if (code === undefined) return new PushpullError('ERR_INTERNAL', `state database ${path}: ${reasonOf(error)}`, {cause: error, details: {path}})
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return lockedError(path, error)
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) return corruptError(path, error, `it is corrupt or not an SQLite database (${reasonOf(error)})`)
+  if (code === 'SQLITE_FULL' || code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_IOERR') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_PERM') {
+    return new PushpullError('ERR_STATE_IO', `could not write the state database ${path}: ${reasonOf(error)} (${code}); nothing of this batch was stored`, {
+      cause: error,
+      details: {path, sqliteCode: code},
+    })
+  }
+
+  return new PushpullError('ERR_INTERNAL', `state database ${path}: ${reasonOf(error)} (${code})`, {cause: error, details: {path, sqliteCode: code}})
+}
