@@ -136,6 +136,7 @@ export function attachWebSocketServer(httpServer: HttpServer, options: AttachOpt
 
   const connections = new Set<PushpullSocket>()
   const perAddress = new Map<string, number>()
+  const authenticating = new Set<Duplex>()
   let slots = 0
   let closing = false
 
@@ -207,12 +208,15 @@ export function attachWebSocketServer(httpServer: HttpServer, options: AttachOpt
       release(address)
     }
 
+    authenticating.add(socket)
     void (async () => {
       let ok: boolean
       try {
         ok = await authenticate(req)
       } catch {
         ok = false
+      } finally {
+        authenticating.delete(socket)
       }
 
       if (socket.destroyed || !socket.writable) {
@@ -263,6 +267,8 @@ export function attachWebSocketServer(httpServer: HttpServer, options: AttachOpt
     connections,
     async close(code: number = CloseCode.GOING_AWAY, reason = SHUTDOWN_REASON): Promise<void> {
       closing = true
+      // Upgrades still authenticating are answered now rather than left to hold the server open.
+      for (const socket of authenticating) refuse(socket, 503, 'the server is shutting down')
       await Promise.all([...connections].map((conn) => conn.close(code, reason)))
       httpServer.removeListener('upgrade', onUpgrade)
       wss.close()
