@@ -108,7 +108,7 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
     const {typ, crit} = header
     if (typ === undefined) throw new PushpullError('ERR_SET_TYP', 'the SET header has no "typ"; expected "secevent+jwt"')
     if (typeof typ !== 'string' || !SET_TYPES.has(typ.toLowerCase())) {
-      throw new PushpullError('ERR_SET_TYP', `the SET header "typ" is ${show(typ)}, not "secevent+jwt"`)
+      throw new PushpullError('ERR_SET_TYP', `the SET header "typ" is "${show(typ)}", not "secevent+jwt"`)
     }
 
     if (crit !== undefined) {
