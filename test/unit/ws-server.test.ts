@@ -56,7 +56,8 @@ describe('attachWebSocketServer', () => {
   it('refuses (400) an upgrade that does not offer pushpull, and starts no session', async () => {
     let sessions = 0
     const s = await server({onConnection: () => sessions++})
-    for (const headers of [{}, {'Sec-WebSocket-Protocol': 'chat, superchat'}]) {
+    const offers: Array<Record<string, string>> = [{}, {'Sec-WebSocket-Protocol': 'chat, superchat'}]
+    for (const headers of offers) {
       const response = await rawUpgrade(s.port, PATH, headers)
       expect(response.status).toBe(400)
       expect(response.headers['content-language']).toBe('en')
