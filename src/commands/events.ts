@@ -8,13 +8,10 @@ import {type EventFamily, type EventMember, type EventType, eventTypesOf, findEv
 export default class Events extends BaseCommand<typeof Events> {
   static override summary = 'List the CAEP, RISC and SSF event types, or show one type with its members.'
 
-  static override description = `Without NAME, prints a table of every known event type: short name, family, URI and required
-members. With NAME, prints that type's description and each member with its type, whether it is
-required, and its allowed values.
-
-NAME can be a short name (caep.session-revoked), a full event-type URI, or the bare name
-(session-revoked) when only one family defines it. --json prints the catalog data: an array of
-event types, or the one type.`
+  static override description = [
+    'Without NAME, prints a table of every known event type: short name, family, URI and required members. With NAME, prints that type\'s description and each member with its type, whether it is required, and its allowed values.',
+    'NAME can be a short name (caep.session-revoked), a full event-type URI, or the bare name (session-revoked) when only one family defines it. --json prints the catalog data: an array of event types, or the one type.',
+  ].join('\n\n')
 
   static override examples = [
     '<%= config.bin %> events',
