@@ -201,11 +201,12 @@ function errorCodeOf(error: unknown): string | undefined {
 
 /** Map whatever undici or node threw into the library's error codes. */
 export function mapHttpError(error: unknown, url: string, signal?: AbortSignal): PushpullError {
-  if (error instanceof PushpullError) return error
   const details = {url}
   if (signal?.aborted) {
     return new PushpullError('ERR_ABORTED', `request to ${url} was aborted`, {cause: error, details})
   }
+
+  if (error instanceof PushpullError) return error
 
   const code = errorCodeOf(error)
   const reason = error instanceof Error ? error.message : String(error)
@@ -386,6 +387,8 @@ export class HttpClient {
 
     const declared = headers['content-length']
     if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit) {
+      // Stop here: destroying the body closes the connection without reading it.
+      body.on('error', () => {})
       body.destroy()
       throw tooLarge()
     }
