@@ -159,7 +159,8 @@ function resolveLimits(limits: Partial<CommunicationLimits> | undefined): Commun
   for (const name of ['maxBytes', 'maxSets', 'maxSetBytes', 'maxDepth', 'maxDescriptionLength'] as const) {
     const value = merged[name]
     if (!Number.isSafeInteger(value) || value < (name === 'maxSets' ? 0 : 1)) {
-      throw new PushpullError('ERR_CONFIG', `${name} must be a positive integer, got ${String(value)}`)
+      const kind = name === 'maxSets' ? 'a non-negative' : 'a positive'
+      throw new PushpullError('ERR_CONFIG', `${name} must be ${kind} integer, got ${String(value)}`)
     }
   }
 
