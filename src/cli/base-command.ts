@@ -1,3 +1,5 @@
+import {format} from 'node:util'
+
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import {isPushpullError, PushpullError} from '../lib/errors.js'
@@ -54,6 +56,15 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     process.on('SIGTERM', this.onSignal)
   }
 
+  /**
+   * Human output goes straight to stdout (not through console.log, which test runners intercept),
+   * so what a user sees is exactly what in-process tests capture.
+   */
+  public override log(message = '', ...args: unknown[]): void {
+    const text = args.length > 0 ? format(message, ...args) : message
+    process.stdout.write(`${text}\n`)
+  }
+
   /** `--json` output is compact: one JSON value per line, so streams are NDJSON. */
   protected override logJson(json: unknown): void {
     process.stdout.write(`${JSON.stringify(json)}\n`)
@@ -78,8 +89,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       return {error: {code: error.code, message: error.message, exitCode: EXIT_CODE_OF[error.code], ...error.details}}
     }
 
-    const oclifExit = (error as {oclif?: {exit?: number}}).oclif?.exit
-    return {error: {code: 'ERR_USAGE', message: (error as Error).message, exitCode: oclifExit ?? ExitCode.BUG}}
+    return {error: {code: exitCodeFor(error) === ExitCode.USAGE ? 'ERR_USAGE' : 'ERR_INTERNAL', message: (error as Error).message, exitCode: exitCodeFor(error)}}
   }
 
   protected override async catch(error: Error & {exitCode?: number}): Promise<unknown> {
@@ -94,6 +104,10 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       throw new Errors.CLIError(`${error.message} [${error.code}]`, {exit: code})
     }
 
+    if (error instanceof Errors.CLIError && error.oclif.exit !== code) {
+      error.oclif.exit = code
+    }
+
     return super.catch(error)
   }
 
@@ -106,6 +120,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
 export function exitCodeFor(error: unknown): number {
   if (isPushpullError(error)) return EXIT_CODE_OF[error.code]
+  // Every oclif parser error (unknown flag, bad option value, missing argument) carries `parse`;
+  // some of them ignore the configured exitCodes, so map them here: all are usage errors.
+  if (error instanceof Errors.CLIError && 'parse' in error) return ExitCode.USAGE
   const oclifExit = (error as {oclif?: {exit?: number}} | undefined)?.oclif?.exit
   if (typeof oclifExit === 'number') return oclifExit
   return ExitCode.BUG
