@@ -178,8 +178,9 @@ describe('startPollTransmitter (RFC 8936)', () => {
     expect(peer.pending()).toEqual([])
   })
 
-  it('holds a long poll until a SET is queued', async () => {
-    const peer = await track(startPollTransmitter({longPollTimeoutMs: 10_000}))
+  it('holds a long poll until a SET is queued (and no longer)', {timeout: 5000}, async () => {
+    // The hold timeout is far beyond the test timeout: only the wake-up on queue() can pass this.
+    const peer = await track(startPollTransmitter({longPollTimeoutMs: 60_000}))
     const pending = poll(peer.url, {})
     await peer.waitFor(() => peer.waiting() === 1)
     const [set] = mintSets(1, key)
