@@ -272,8 +272,9 @@ export class JwksUrlKeySource implements KeySource {
   async keysFor(kid: string | undefined): Promise<readonly VerificationKey[]> {
     if (this.keys === undefined) await this.refresh()
     let found = matching(this.keys ?? [], kid)
-    if (found.length === 0 && kid !== undefined && this.mayFetch()) {
-      await this.refresh()
+    if (found.length === 0 && kid !== undefined && (this.inflight !== undefined || this.mayFetch())) {
+      // Join a refetch already under way (several SETs with the new kid at once) or start one.
+      await (this.inflight ?? this.refresh())
       found = matching(this.keys ?? [], kid)
     }
 
@@ -355,10 +356,10 @@ export class JwksUrlKeySource implements KeySource {
         throw this.fail((error as Error).message, error)
       }
     } catch (error) {
+      // Stop reading; the destroy error is expected, so it must not surface as an uncaught event.
+      body.on('error', () => undefined)
       body.destroy()
       throw error
-    } finally {
-      body.resume()
     }
   }
 }
