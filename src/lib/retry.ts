@@ -4,6 +4,7 @@
  * (a function returning [0, 1)), so every decision is tested without sleeping.
  */
 import {isPushpullError} from './errors.js'
+import {backoffDelay, DEFAULT_RETRY_POLICY, type RetryPolicy} from './ledger.js'
 
 /** What a sender does after an exchange. */
 export type RetryClass =
@@ -105,31 +106,21 @@ export function classifyError(error: unknown): RetryClass {
   }
 }
 
-export interface BackoffPolicy {
-  /** First ceiling, in ms. Default 1000. */
-  initialMs: number
-  /** Growth per attempt. Default 2. */
-  factor: number
-  /** Largest ceiling, in ms. Default 60 000. */
-  capMs: number
-}
+/** The backoff half of the ledger's retry policy. */
+export type BackoffPolicy = Pick<RetryPolicy, 'capMs' | 'factor' | 'initialMs'>
 
-export const DEFAULT_BACKOFF: Readonly<BackoffPolicy> = {capMs: 60_000, factor: 2, initialMs: 1000}
+/** Defaults: initialMs 1000, factor 2, capMs 60 000 (the ledger's DEFAULT_RETRY_POLICY). */
+export const DEFAULT_BACKOFF: Readonly<BackoffPolicy> = {
+  capMs: DEFAULT_RETRY_POLICY.capMs,
+  factor: DEFAULT_RETRY_POLICY.factor,
+  initialMs: DEFAULT_RETRY_POLICY.initialMs,
+}
 
 /**
- * Exponential backoff with full jitter: a uniform wait in [0, min(capMs, initialMs * factor^attempt)).
- * `attempt` counts from 0 (the wait before the first retry). `random` returns a number in [0, 1).
+ * Exponential backoff with full jitter lives in the ledger (one implementation for every binding):
+ * a uniform wait in [0, min(capMs, initialMs * factor^attempt)), `attempt` counting from 0.
  */
-export function backoffDelay(
-  attempt: number,
-  policy: Readonly<BackoffPolicy> = DEFAULT_BACKOFF,
-  random: () => number = Math.random,
-): number {
-  const n = Number.isFinite(attempt) && attempt > 0 ? Math.floor(attempt) : 0
-  const ceiling = Math.min(policy.capMs, policy.initialMs * policy.factor ** n)
-  const r = Math.min(Math.max(random(), 0), 1)
-  return Math.floor(r * (Number.isFinite(ceiling) ? ceiling : policy.capMs))
-}
+export {backoffDelay} from './ledger.js'
 
 /**
  * The wait before retry number `attempt`: what the server asked for in Retry-After (already capped
@@ -143,6 +134,5 @@ export function retryDelay(
   random: () => number = Math.random,
 ): number {
   if (retryAfterMs === undefined) return backoffDelay(attempt, policy, random)
-  const r = Math.min(Math.max(random(), 0), 1)
-  return retryAfterMs + Math.floor(r * policy.initialMs)
+  return retryAfterMs + Math.floor(random() * policy.initialMs)
 }

@@ -2,10 +2,12 @@ import fc from 'fast-check'
 import {describe, expect, it} from 'vitest'
 
 import {PushpullError} from '../../src/lib/errors.js'
+import {backoffDelay as ledgerBackoffDelay} from '../../src/lib/ledger.js'
 import {
   backoffDelay,
   classifyError,
   classifyResponse,
+  DEFAULT_BACKOFF,
   DEFAULT_RETRY_AFTER_CAP_MS,
   parseRetryAfter,
   retryDelay,
@@ -125,11 +127,13 @@ describe('backoffDelay', () => {
     expect(backoffDelay(3, policy, () => 0.5)).toBe(400)
   })
 
-  it('treats bad attempts as attempt 0 and clamps a bad random', () => {
+  it('treats a negative attempt as attempt 0', () => {
     expect(backoffDelay(-3, policy, () => 0.5)).toBe(50)
-    expect(backoffDelay(Number.NaN, policy, () => 0.5)).toBe(50)
-    expect(backoffDelay(2, policy, () => 7)).toBe(400)
-    expect(backoffDelay(2, policy, () => -1)).toBe(0)
+  })
+
+  it('is the ledger\'s implementation (one backoff for every binding)', () => {
+    expect(backoffDelay).toBe(ledgerBackoffDelay)
+    expect(DEFAULT_BACKOFF).toEqual({capMs: 60_000, factor: 2, initialMs: 1000})
   })
 
   it('stays within [0, cap) for any attempt and random (property)', () => {
