@@ -8,7 +8,7 @@
  * a PushpullError whose `details.url` carries neither credentials nor a query string.
  */
 import {readFileSync} from 'node:fs'
-import {rootCertificates} from 'node:tls'
+import * as tls from 'node:tls'
 
 import {Agent, type Dispatcher} from 'undici'
 
@@ -245,6 +245,15 @@ export function mapHttpError(error: unknown, url: string, signal?: AbortSignal):
   return new PushpullError('ERR_CONNECT', `${url}: connection failed: ${what}`, {cause: error, details: {...details, reason: code}})
 }
 
+/**
+ * The trust store an explicit `ca` would otherwise replace: node's default set (bundled Mozilla CAs
+ * plus NODE_EXTRA_CA_CERTS) where node can list it (22.15+), else the bundled CAs.
+ */
+function defaultCaCertificates(): readonly string[] {
+  const list = (tls as {getCACertificates?: (type: string) => string[]}).getCACertificates
+  return typeof list === 'function' ? list('default') : tls.rootCertificates
+}
+
 /** A record without a prototype, so a peer's or user's key can never reach Object.prototype. */
 function nullRecord(): Record<string, string> {
   return Object.create(null) as Record<string, string>
@@ -313,7 +322,7 @@ export class HttpClient {
         bodyTimeout: this.bodyTimeoutMs,
         connect: {
           // Node's `ca` replaces the default trust store, so keep the defaults next to the extra CA.
-          ...(extraCa === undefined ? {} : {ca: [...rootCertificates, extraCa.toString()]}),
+          ...(extraCa === undefined ? {} : {ca: [...defaultCaCertificates(), extraCa.toString()]}),
           rejectUnauthorized: options.insecure !== true,
           timeout: connectTimeoutMs,
         },
