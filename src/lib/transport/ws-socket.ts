@@ -247,6 +247,7 @@ export class PushpullSocket {
   private lastPingAt: number | undefined
   private rtt: number | undefined
   private sendChain: Promise<void> = Promise.resolve()
+  private queuedSends = 0
   private readonly flushWaiters = new Set<(error: PushpullError) => void>()
   private pausedByUser = false
   private flushScheduled = false
@@ -323,8 +324,9 @@ export class PushpullSocket {
    * Send one message as a text frame. Resolves once the message is queued while less than
    * `highWaterMark` bytes are buffered, otherwise once it has been flushed to the operating
    * system, so a peer that does not read cannot grow our memory. Calls are sent in order.
-   * Rejects with ERR_WS_CLOSED when the session is closed, ERR_LIMIT_EXCEEDED when the message is
-   * over `maxSendBytes`.
+   * Rejects with ERR_WS_CLOSED when the session is closed or ends before a waited-for flush (the
+   * message may not have reached the peer), ERR_LIMIT_EXCEEDED when the message is over
+   * `maxSendBytes`. Resolution means "handed to the network", never "processed": acks say that.
    */
   send(text: string): Promise<void> {
     const bytes = Buffer.byteLength(text)
@@ -338,8 +340,19 @@ export class PushpullSocket {
       )
     }
 
-    const result = this.sendChain.then(() => this.writeMessage(text))
-    this.sendChain = result.catch(() => {})
+    if (!this.isOpen) return Promise.reject(this.notOpenError())
+    // With nothing queued, write now, so a send() issued before close() goes out before the close frame.
+    const result = this.queuedSends === 0 ? this.writeMessage(text) : this.sendChain.then(() => this.writeMessage(text))
+    this.queuedSends++
+    const settled = result.then(
+      () => {
+        this.queuedSends--
+      },
+      () => {
+        this.queuedSends--
+      },
+    )
+    this.sendChain = settled
     return result
   }
 
@@ -350,7 +363,9 @@ export class PushpullSocket {
       this.flushWaiters.add(waiter)
       this.ws.send(text, {binary: false}, (error) => {
         this.flushWaiters.delete(waiter)
+        // Node reports success for writes cut short by a destroyed socket, so check the state too.
         if (error) reject(this.closedError('the message could not be written', error))
+        else if (this.ws.readyState !== WebSocket.OPEN) reject(this.closedError('the message may not have been sent'))
         else resolve()
       })
     })
@@ -414,11 +429,14 @@ export class PushpullSocket {
     else if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate()
   }
 
-  private assertOpen(): void {
-    if (this.isOpen) return
-    throw new PushpullError('ERR_WS_CLOSED', 'cannot send: the WebSocket session is closed or closing', {
+  private notOpenError(): PushpullError {
+    return new PushpullError('ERR_WS_CLOSED', 'cannot send: the WebSocket session is closed or closing', {
       details: this.closeInfoValue === undefined ? {} : {closeCode: this.closeInfoValue.code},
     })
+  }
+
+  private assertOpen(): void {
+    if (!this.isOpen) throw this.notOpenError()
   }
 
   private closedError(message: string, cause?: unknown): PushpullError {
