@@ -190,6 +190,8 @@ export async function readBody(req: IncomingMessage, options: ReadBodyOptions): 
     throw tooLarge()
   }
 
+  if (req.readableEnded) throw new PushpullError('ERR_INTERNAL', 'readBody was called on a request whose body was already read')
+
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
