@@ -57,6 +57,7 @@ export const EXIT_CODE_OF: Readonly<Record<ErrorCode, ExitCodeValue>> = {
   ERR_SET_LINT: ExitCode.SET_INVALID,
   ERR_EVENT_INVALID: ExitCode.USAGE,
   ERR_SUBJECT_INVALID: ExitCode.USAGE,
+  ERR_SET_STATE: ExitCode.SET_INVALID,
 
   ERR_ABORTED: ExitCode.INTERRUPTED,
   ERR_INTERNAL: ExitCode.BUG,

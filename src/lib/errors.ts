@@ -52,6 +52,7 @@ export const ERROR_CODES = [
   'ERR_SET_LINT', // profile findings made fatal by --strict
   'ERR_EVENT_INVALID', // unknown event type, or a payload that does not fit its type
   'ERR_SUBJECT_INVALID', // a subject identifier that does not fit its format
+  'ERR_SET_STATE', // an SSF verification SET whose `state` is not the one requested (err `invalid_state`)
 
   // Process.
   'ERR_ABORTED', // interrupted by SIGINT/SIGTERM or an AbortSignal
@@ -131,6 +132,10 @@ export function setErrCodeOf(error: unknown): SetErrCode | undefined {
 
     case 'ERR_SET_AUDIENCE': {
       return 'invalid_audience'
+    }
+
+    case 'ERR_SET_STATE': {
+      return 'invalid_state'
     }
 
     default: {
