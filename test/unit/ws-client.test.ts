@@ -1,6 +1,6 @@
 import {createHash} from 'node:crypto'
 import {readFileSync} from 'node:fs'
-import {createServer, type IncomingMessage, type Server} from 'node:http'
+import {createServer, type IncomingHttpHeaders, type IncomingMessage, type Server} from 'node:http'
 import {type AddressInfo, createServer as createNetServer, type Socket} from 'node:net'
 import {join} from 'node:path'
 import type {Duplex} from 'node:stream'
@@ -263,16 +263,19 @@ describe('connectWebSocket', () => {
     }
   })
 
-  it('sends extra headers on the upgrade', async () => {
-    let seen: string | undefined
+  it('sends extra headers on the upgrade, offers only pushpull and no permessage-deflate', async () => {
+    let seen: IncomingHttpHeaders | undefined
     const s = await server({
       authenticate(req) {
-        seen = req.headers['x-tenant'] as string | undefined
+        seen = req.headers
         return true
       },
     })
     track(await connectWebSocket(s.wsUrl, {headers: {'X-Tenant': 'blue'}, pingIntervalMs: 0}))
-    expect(seen).toBe('blue')
+    expect(seen?.['x-tenant']).toBe('blue')
+    expect(seen?.['sec-websocket-protocol']).toBe('pushpull')
+    expect(seen?.['sec-websocket-extensions']).toBeUndefined()
+    expect(seen?.authorization).toBeUndefined()
   })
 
   describe('TLS', () => {

@@ -45,9 +45,12 @@ async function rejection(promise: Promise<unknown>): Promise<PushpullError> {
 }
 
 describe('attachWebSocketServer', () => {
-  it('selects pushpull among several offered subprotocols', async () => {
+  it('selects pushpull among several offered subprotocols and never permessage-deflate', async () => {
     const s = await server()
-    const response = await rawUpgrade(s.port, PATH, {'Sec-WebSocket-Protocol': 'chat, pushpull'})
+    const response = await rawUpgrade(s.port, PATH, {
+      'Sec-WebSocket-Protocol': 'chat, pushpull',
+      'Sec-WebSocket-Extensions': 'permessage-deflate; client_max_window_bits',
+    })
     expect(response.status).toBe(101)
     expect(response.headers['sec-websocket-protocol']).toBe('pushpull')
     expect(response.headers['sec-websocket-extensions']).toBeUndefined()
