@@ -4,6 +4,7 @@
  * to a PushpullError with the HTTP status where there is one.
  */
 import type {ClientRequest, IncomingMessage} from 'node:http'
+import {rootCertificates} from 'node:tls'
 
 import WebSocket from 'ws'
 
@@ -20,7 +21,7 @@ export interface ConnectOptions extends SocketOptions {
   token?: string
   /** Extra request headers for the upgrade (not Authorization, Host or the WebSocket headers). */
   headers?: Readonly<Record<string, string>>
-  /** Extra trusted CA certificates (PEM file contents), added to the system CAs' role for this connection. */
+  /** Extra trusted CA certificates (PEM file contents), trusted next to Node's default CA set. */
   ca?: string | Buffer
   /** Skip certificate verification (the user asked for it explicitly). Default false. */
   insecure?: boolean
@@ -202,7 +203,8 @@ export async function connectWebSocket(input: string | URL, options: ConnectOpti
     followRedirects: false,
     autoPong: true,
     skipUTF8Validation: false,
-    ...(options.ca === undefined ? {} : {ca: options.ca}),
+    // Node's `ca` replaces the default set; keep the defaults and add the user's CA file.
+    ...(options.ca === undefined ? {} : {ca: [...rootCertificates, options.ca]}),
     rejectUnauthorized: options.insecure !== true,
     // ws 8.23 option, missing from @types/ws 8.18.
     ...({closeTimeout: socketOptions.closeTimeoutMs} as object),
