@@ -136,7 +136,7 @@ export class SetReceiver {
     const entries = [...batch.sets]
     for (let start = 0; start < entries.length; start += this.concurrency) {
       const slice = entries.slice(start, start + this.concurrency)
-      // eslint-disable-next-line no-await-in-loop -- bounded concurrency: one slice at a time
+      // Bounded concurrency: one slice at a time.
       judged.push(...(await Promise.all(slice.map(async ([key, token]) => this.judge(key, token)))))
     }
 
