@@ -37,6 +37,8 @@ export default class Decode extends BaseCommand<typeof Decode> {
   static override args = {
     token: Args.string({
       description: 'A compact SET, or "-" (the default) to read stdin: one or many tokens separated by whitespace, or a JSON document (Communication Object, RFC 8936 poll response) whose "sets" are decoded.',
+      // oclif would otherwise read piped stdin into a missing argument; the command reads stdin itself.
+      ignoreStdin: true,
       required: false,
     }),
   }

@@ -18,7 +18,7 @@ export interface MintedRecord {
 
 export default class Mint extends BaseCommand<typeof Mint> {
   static override args = {
-    file: Args.string({description: 'Event file(s): a claims object with "events", or {"event", "subject", "payload"}; NDJSON for several; "-" for stdin.', required: false}),
+    file: Args.string({description: 'Event file(s): a claims object with "events", or {"event", "subject", "payload"}; NDJSON for several; "-" for stdin.', ignoreStdin: true, required: false}),
   }
 
   static override description = `Build and sign Security Event Tokens; prints one compact token per line.
