@@ -4,6 +4,7 @@
  */
 import {decodeBase64url} from './base64url.js'
 import {PushpullError} from './errors.js'
+import {DEFAULT_MAX_DEPTH, maxNestingDepth} from './json.js'
 
 /** Default per-SET size limit (protocol.md section 4.5): 64 KiB. */
 export const DEFAULT_MAX_SET_BYTES = 64 * 1024
@@ -55,6 +56,12 @@ export interface DecodedSet extends Omit<DecodedToken, 'payload'> {
 export interface DecodeOptions {
   /** Largest token accepted, in bytes; checked before any parsing. Default 64 KiB. */
   maxBytes?: number
+  /**
+   * Deepest JSON nesting accepted in the header and in the payload (the top-level object is depth
+   * 1). Default 32. Checked by a linear scan before parsing, so code that walks the claims later
+   * (subject display, lint, `--json`) never meets a structure deep enough to exhaust the stack.
+   */
+  maxDepth?: number
 }
 
 /**
@@ -69,17 +76,22 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
-function parsePart(part: string, name: 'header' | 'payload'): Record<string, unknown> {
+function parsePart(part: string, name: 'header' | 'payload', maxDepth: number): Record<string, unknown> {
   const bytes = decodeBase64url(part)
   if (bytes === undefined || part === '') {
     throw new PushpullError('ERR_SET_MALFORMED', `the SET ${name} is not valid base64url`)
+  }
+
+  const text = bytes.toString('utf8')
+  if (maxNestingDepth(text, maxDepth) > maxDepth) {
+    throw new PushpullError('ERR_SET_MALFORMED', `the SET ${name} is nested deeper than the limit of ${maxDepth}`, {details: {limit: maxDepth}})
   }
 
   let value: unknown
   try {
     // JSON.parse tolerates whitespace and newlines around and inside the JSON (RFC 8935's example
     // header ends with a newline).
-    value = parseJsonSafely(bytes.toString('utf8'))
+    value = parseJsonSafely(text)
   } catch (error) {
     throw new PushpullError('ERR_SET_MALFORMED', `the SET ${name} is not JSON`, {cause: error})
   }
@@ -98,6 +110,11 @@ function parsePart(part: string, name: 'header' | 'payload'): Record<string, unk
  */
 export function decodeToken(input: string, options: DecodeOptions = {}): DecodedToken {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_SET_BYTES
+  const maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH
+  if (!Number.isSafeInteger(maxDepth) || maxDepth < 1) {
+    throw new PushpullError('ERR_CONFIG', `maxDepth must be a positive integer, got ${String(maxDepth)}`)
+  }
+
   if (typeof input !== 'string') throw new PushpullError('ERR_SET_MALFORMED', 'the SET is not a string')
   if (Buffer.byteLength(input) > maxBytes) {
     throw new PushpullError('ERR_SET_TOO_LARGE', `the SET is larger than the ${maxBytes}-byte limit`, {
@@ -117,8 +134,8 @@ export function decodeToken(input: string, options: DecodeOptions = {}): Decoded
   }
 
   const [headerPart, payloadPart, signature] = parts as [string, string, string]
-  const header = parsePart(headerPart, 'header')
-  const payload = parsePart(payloadPart, 'payload')
+  const header = parsePart(headerPart, 'header', maxDepth)
+  const payload = parsePart(payloadPart, 'payload', maxDepth)
   if (typeof header.alg !== 'string' || header.alg === '') {
     throw new PushpullError('ERR_SET_MALFORMED', 'the SET header has no "alg" string')
   }

@@ -1,0 +1,72 @@
+/**
+ * Regression tests for bounds added by the input-hardening audit (docs/hardening-audit.md).
+ * Each test names the finding it guards.
+ */
+import {describe, expect, it} from 'vitest'
+
+import {encodeBase64url} from '../../src/lib/base64url.js'
+import {PushpullError} from '../../src/lib/errors.js'
+import {decodeSet, decodeToken} from '../../src/lib/set.js'
+import {createVerifier} from '../../src/lib/verify.js'
+
+const HEADER = '{"alg":"none","typ":"secevent+jwt"}'
+
+function unsigned(payload: string, header = HEADER): string {
+  return `${encodeBase64url(header)}.${encodeBase64url(payload)}.`
+}
+
+function nestedObject(depth: number): string {
+  return `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`
+}
+
+function caught(fn: () => unknown): PushpullError {
+  try {
+    fn()
+  } catch (error) {
+    expect(error).toBeInstanceOf(PushpullError)
+    return error as PushpullError
+  }
+
+  throw new Error('expected a PushpullError')
+}
+
+describe('A1: SET header and payload nesting depth (set.ts decodeToken)', () => {
+  // Before the fix a payload with sub_id nested 2000 deep decoded, and describeSubject (used by the
+  // receiver and by `decode`) then threw a RangeError (stack overflow), not a PushpullError.
+  it('refuses a payload nested deeper than 32 before parsing it', () => {
+    const token = unsigned(`{"iss":"a","iat":1,"jti":"j","events":{"x:y":{}},"sub_id":{"format":"opaque","id":"x","n":${nestedObject(2000)}}}`)
+    const error = caught(() => decodeToken(token))
+    expect(error.code).toBe('ERR_SET_MALFORMED')
+    expect(error.message).toBe('the SET payload is nested deeper than the limit of 32')
+    expect(error.details).toEqual({limit: 32})
+  })
+
+  it('refuses a header nested deeper than the limit, and the verifier reports it as malformed', async () => {
+    const typ = `${'['.repeat(40)}${']'.repeat(40)}`
+    const token = unsigned('{"iss":"a","iat":1,"jti":"j","events":{"x:y":{}}}', `{"alg":"ES256","typ":${typ}}`)
+    expect(caught(() => decodeToken(token)).message).toBe('the SET header is nested deeper than the limit of 32')
+    await expect(createVerifier().verify(token)).rejects.toMatchObject({
+      code: 'ERR_SET_MALFORMED',
+      message: 'the SET header is nested deeper than the limit of 32',
+    })
+  })
+
+  it('accepts exactly the limit, and the limit is an option', () => {
+    // payload object (1) + events (2) + event (3) + 29 more levels = 32
+    const payload = `{"iss":"a","iat":1,"jti":"j","events":{"x:y":${nestedObject(29).replace(/1(?=})/, '{}')}}}`
+    expect(decodeSet(unsigned(payload)).claims.jti).toBe('j')
+    const error = caught(() => decodeToken(unsigned(payload), {maxDepth: 31}))
+    expect(error.message).toBe('the SET payload is nested deeper than the limit of 31')
+  })
+
+  it('does not count brackets inside strings', () => {
+    const payload = `{"iss":"${'['.repeat(100)}","iat":1,"jti":"j","events":{"x:y":{}}}`
+    expect(decodeSet(unsigned(payload)).claims.iss).toBe('['.repeat(100))
+  })
+
+  it('refuses a bad maxDepth option with ERR_CONFIG', () => {
+    const error = caught(() => decodeToken(unsigned('{}'), {maxDepth: 0}))
+    expect(error.code).toBe('ERR_CONFIG')
+    expect(error.message).toBe('maxDepth must be a positive integer, got 0')
+  })
+})
