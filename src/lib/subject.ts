@@ -329,15 +329,25 @@ export function parseSubject(input: string): SubjectIdentifier {
   return value as SubjectIdentifier
 }
 
+/** Deepest nesting `describeSubject` spells out (complex -> aliases -> simple needs 3). */
+const DESCRIBE_MAX_DEPTH = 4
+
 /**
  * One-line human form of a subject, `email email=ana@example.com`, sanitised for display (peer
- * text may hold terminal control characters).
+ * text may hold terminal control characters). Objects nested deeper than a valid subject can be
+ * are shown as `(…)`, so a hostile `sub_id` cannot exhaust the stack or cost quadratic time.
  */
 export function describeSubject(subject: unknown): string {
-  if (!isRecord(subject)) return String(subject)
+  return sanitizeText(describeAt(subject, 0))
+}
+
+function describeAt(subject: unknown, depth: number): string {
+  if (!isRecord(subject)) return Array.isArray(subject) ? '[…]' : String(subject)
+  if (depth >= DESCRIBE_MAX_DEPTH) return '…'
   const format = typeof subject.format === 'string' ? subject.format : typeof subject.subject_type === 'string' ? subject.subject_type : '?'
+  const show = (value: unknown): string => (isRecord(value) ? `(${describeAt(value, depth + 1)})` : Array.isArray(value) ? '[…]' : String(value))
   const parts = Object.entries(subject)
     .filter(([key]) => key !== 'format' && key !== 'subject_type')
-    .map(([key, value]) => (isRecord(value) ? `${key}=(${describeSubject(value)})` : `${key}=${Array.isArray(value) ? value.map((item) => (isRecord(item) ? `(${describeSubject(item)})` : String(item))).join(',') : String(value)}`))
-  return sanitizeText(`${format} ${parts.join(' ')}`.trim())
+    .map(([key, value]) => `${key}=${Array.isArray(value) ? value.map((item) => show(item)).join(',') : show(value)}`)
+  return `${format} ${parts.join(' ')}`.trim()
 }

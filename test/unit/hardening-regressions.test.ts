@@ -7,6 +7,7 @@ import {describe, expect, it} from 'vitest'
 import {encodeBase64url} from '../../src/lib/base64url.js'
 import {PushpullError} from '../../src/lib/errors.js'
 import {decodeSet, decodeToken} from '../../src/lib/set.js'
+import {describeSubject} from '../../src/lib/subject.js'
 import {createVerifier} from '../../src/lib/verify.js'
 
 const HEADER = '{"alg":"none","typ":"secevent+jwt"}'
@@ -68,5 +69,26 @@ describe('A1: SET header and payload nesting depth (set.ts decodeToken)', () => 
     const error = caught(() => decodeToken(unsigned('{}'), {maxDepth: 0}))
     expect(error.code).toBe('ERR_CONFIG')
     expect(error.message).toBe('maxDepth must be a positive integer, got 0')
+  })
+})
+
+describe('A2: describeSubject recursion (subject.ts)', () => {
+  it('stops at a fixed depth instead of exhausting the stack', () => {
+    let subject: Record<string, unknown> = {format: 'opaque', id: 'leaf'}
+    for (let i = 0; i < 50_000; i++) subject = {format: 'complex', user: subject}
+    const text = describeSubject(subject)
+    expect(text).toBe('complex user=(complex user=(complex user=(complex user=(…))))')
+  })
+
+  it('does not stringify nested arrays (Array#toString recurses)', () => {
+    let deep: unknown = []
+    for (let i = 0; i < 50_000; i++) deep = [deep]
+    expect(describeSubject({format: 'ip-addresses', 'ip-addresses': [deep, '::1']})).toBe('ip-addresses ip-addresses=[…],::1')
+    expect(describeSubject(deep)).toBe('[…]')
+  })
+
+  it('still shows a valid nested subject in full', () => {
+    const subject = {format: 'complex', user: {format: 'aliases', identifiers: [{format: 'email', email: 'a@example.com'}, {format: 'opaque', id: 'u1'}]}}
+    expect(describeSubject(subject)).toBe('complex user=(aliases identifiers=(email email=a@example.com),(opaque id=u1))')
   })
 })
