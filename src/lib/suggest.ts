@@ -32,7 +32,10 @@ export function closestMatch(input: string, candidates: readonly string[], maxDi
   for (const candidate of candidates) {
     const hay = candidate.toLowerCase()
     const contains = needle.length >= 4 && hay.length >= 4 && (hay.includes(needle) || needle.includes(hay))
-    const distance = contains ? Math.min(1, editDistance(needle, hay)) : editDistance(needle, hay)
+    // The edit distance is at least the difference in length: a candidate that cannot be within
+    // the limit is skipped without the quadratic computation (peer text can be 64 KiB long).
+    if (!contains && Math.abs(needle.length - hay.length) > limit) continue
+    const distance = contains ? (needle === hay ? 0 : 1) : editDistance(needle, hay)
     if (distance < bestDistance) {
       best = candidate
       bestDistance = distance

@@ -6,8 +6,11 @@ import {describe, expect, it} from 'vitest'
 
 import {encodeBase64url} from '../../src/lib/base64url.js'
 import {PushpullError} from '../../src/lib/errors.js'
+import {checkEventPayload} from '../../src/lib/events.js'
+import {lintSet} from '../../src/lib/lint.js'
 import {decodeSet, decodeToken} from '../../src/lib/set.js'
 import {describeSubject} from '../../src/lib/subject.js'
+import {closestMatch, editDistance} from '../../src/lib/suggest.js'
 import {createVerifier} from '../../src/lib/verify.js'
 
 const HEADER = '{"alg":"none","typ":"secevent+jwt"}'
@@ -90,5 +93,51 @@ describe('A2: describeSubject recursion (subject.ts)', () => {
   it('still shows a valid nested subject in full', () => {
     const subject = {format: 'complex', user: {format: 'aliases', identifiers: [{format: 'email', email: 'a@example.com'}, {format: 'opaque', id: 'u1'}]}}
     expect(describeSubject(subject)).toBe('complex user=(aliases identifiers=(email email=a@example.com),(opaque id=u1))')
+  })
+})
+
+describe('A3: did-you-mean on long peer text (suggest.ts closestMatch)', () => {
+  // Before the fix, lint of a SET whose event URI was 48 KB long spent ~0.6 s in edit distances
+  // (64 KiB x 30 catalog URIs); a 4 MiB URI took about a minute. The length prune makes it linear.
+  it('a 4 MiB unknown event URI is reported without a suggestion, quickly enough to finish at all', () => {
+    const uri = `https://example.com/${'a'.repeat(4 * 1024 * 1024)}`
+    const findings = checkEventPayload(uri, {})
+    expect(findings).toHaveLength(1)
+    expect(findings[0]?.code).toBe('event-unknown')
+    expect(findings[0]?.message).not.toContain('did you mean')
+  })
+
+  it('lint of a SET with a long unknown member name still finishes and warns about nothing else', () => {
+    const uri = 'https://schemas.openid.net/secevent/caep/event-type/session-revoked'
+    const claims = {events: {[uri]: {['x'.repeat(200_000)]: 1}}, iat: 1, iss: 'a', jti: 'j', sub_id: {format: 'opaque', id: 'x'}}
+    expect(lintSet({claims, header: {alg: 'RS256', typ: 'secevent+jwt'}})).toEqual([])
+  })
+
+  it('gives the same answer as the unpruned search', () => {
+    const candidates = ['session-revoked', 'credential-change', 'caep.session-revoked', 'risc.account-disabled', 'opt-in', 'verification']
+    const reference = (input: string, maxDistance?: number): string | undefined => {
+      const needle = input.trim().toLowerCase()
+      if (needle === '') return undefined
+      const limit = maxDistance ?? Math.max(2, Math.floor(needle.length / 3))
+      let best: string | undefined
+      let bestDistance = Number.POSITIVE_INFINITY
+      for (const candidate of candidates) {
+        const hay = candidate.toLowerCase()
+        const contains = needle.length >= 4 && hay.length >= 4 && (hay.includes(needle) || needle.includes(hay))
+        const distance = contains ? Math.min(1, editDistance(needle, hay)) : editDistance(needle, hay)
+        if (distance < bestDistance) {
+          best = candidate
+          bestDistance = distance
+        }
+      }
+
+      return bestDistance <= limit ? best : undefined
+    }
+
+    const inputs = ['sesion-revoked', 'session', 'SESSION-REVOKED', 'opt', 'optin', 'x', 'verifcation', 'caep.session-revoke', 'account-disabled', 'risc.account', 'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz', 'credential']
+    for (const input of inputs) {
+      expect(closestMatch(input, candidates), input).toBe(reference(input))
+      expect(closestMatch(input, candidates, 2), input).toBe(reference(input, 2))
+    }
   })
 })
