@@ -318,10 +318,13 @@ export interface LedgerOptions {
 
 export const DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 
-/** Hash used for dedup: SHA-256 (base64url) of the JWS payload segment, or of the whole token. */
+/**
+ * Hash used for dedup: SHA-256 (base64url) of the JWS payload segment (so a redelivery re-signed
+ * with a non-deterministic algorithm is still a duplicate), or of the whole token otherwise (JWE).
+ */
 export function hashSetPayload(token: string): string {
   const parts = token.split('.')
-  const material = parts.length === 3 || parts.length === 5 ? (parts[1] ?? token) : token
+  const material = parts.length === 3 ? (parts[1] ?? token) : token
   return createHash('sha256').update(material).digest('base64url')
 }
 
