@@ -55,7 +55,7 @@ non-zero if any failed.`
     {command: '<%= config.bin %> decode "$(cat test/fixtures/rfc8935-push-example.jwt)"', description: 'Decode a token without verifying it'},
     {command: 'cat test/fixtures/rfc8935-push-example.jwt | <%= config.bin %> decode --json', description: 'Tokens from stdin, one JSON line per SET'},
     {
-      command: '<%= config.bin %> keys generate --out keys && <%= config.bin %> mint --signing-key keys/private.jwk.json --iss https://idp.example --aud https://rp.example --event caep.session-revoked --subject email:ana@example.com | <%= config.bin %> decode --jwks keys/jwks.json --expect-iss https://idp.example',
+      command: '<%= config.bin %> keys generate --out keys --force && <%= config.bin %> mint --signing-key keys/private.jwk.json --iss https://idp.example --aud https://rp.example --event caep.session-revoked --subject email:ana@example.com | <%= config.bin %> decode --jwks keys/jwks.json --expect-iss https://idp.example',
       description: 'Verify with a JWKS file and an expected issuer',
     },
     {command: '<%= config.bin %> decode < test/fixtures/poll-response.json', description: 'Decode every SET of an RFC 8936 poll response (or a Communication Object)'},

@@ -36,7 +36,7 @@ SETs (alg "none") only with --unsigned.`
         '<%= config.bin %> mint --secret s3cret --iss https://idp.example --aud https://rp.example --event caep.credential-change --subject email:ana@example.com --set change_type=update --set credential_type=password',
       description: 'An HS256 SET from flags',
     },
-    {command: '<%= config.bin %> mint --signing-key keys/private.jwk.json --iss https://idp.example --event caep.session-revoked --subject email:ana@example.com --count 3 --json', description: 'Three distinct SETs, as JSON lines'},
+    {command: '<%= config.bin %> keys generate --out keys --force && <%= config.bin %> mint --signing-key keys/private.jwk.json --iss https://idp.example --event caep.session-revoked --subject email:ana@example.com --count 3 --json', description: 'Three distinct SETs, as JSON lines'},
     {command: 'echo \'{"event":"risc.account-disabled","subject":"email:ana@example.com","payload":{"reason":"hijacking"}}\' | <%= config.bin %> mint --unsigned --iss https://idp.example', description: 'NDJSON on stdin, unsigned (tests only)'},
   ]
 
