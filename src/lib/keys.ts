@@ -17,7 +17,7 @@ import {readFile} from 'node:fs/promises'
 import {promisify} from 'node:util'
 
 import {calculateJwkThumbprint, type JWK} from 'jose'
-import {type Dispatcher, request} from 'undici'
+import type {Dispatcher} from 'undici'
 
 import {PushpullError} from './errors.js'
 import {parseJsonSafely} from './set.js'
@@ -317,6 +317,8 @@ export class JwksUrlKeySource implements KeySource {
     const {maxBytes, timeoutMs} = this.options
     let response: Dispatcher.ResponseData
     try {
+      // Loaded on first use: undici costs start-up time that decoding without a JWKS URL never needs.
+      const {request} = await import('undici')
       response = await request(this.url, {
         dispatcher: this.options.dispatcher,
         headers: {accept: 'application/jwk-set+json, application/json'},
