@@ -51,9 +51,15 @@ export const verifyFlags = {
     multiple: true,
   }),
   jwks: Flags.string({
-    description: 'JWKS to verify with: an http(s) URL (fetched once, refetched on an unknown kid at most every 30 s) or a JWK/JWKS file.',
+    description: 'JWKS to verify with: an http(s) URL (fetched on first use, refetched on an unknown kid at most once per --jwks-cooldown) or a JWK/JWKS file.',
     helpGroup: group,
     helpValue: 'URL|FILE',
+  }),
+  'jwks-cooldown': Flags.integer({
+    default: DEFAULT_JWKS_COOLDOWN_MS,
+    description: 'Fetch a --jwks URL at most once per this many milliseconds (a SET with an unknown kid triggers a refetch).',
+    helpGroup: group,
+    min: 0,
   }),
   'jwks-max-bytes': Flags.integer({
     default: DEFAULT_JWKS_MAX_BYTES,
@@ -93,6 +99,7 @@ export interface VerifyFlagValues {
   'expect-aud'?: string[]
   'expect-iss'?: string[]
   jwks?: string
+  'jwks-cooldown'?: number
   'jwks-max-bytes'?: number
   'jwks-timeout'?: number
   'max-set-bytes'?: number
@@ -113,7 +120,7 @@ export async function buildVerifier(flags: VerifyFlagValues, options: BuildVerif
     if (/^https?:\/\//i.test(flags.jwks)) {
       sources.push(
         new JwksUrlKeySource(flags.jwks, {
-          cooldownMs: DEFAULT_JWKS_COOLDOWN_MS,
+          cooldownMs: flags['jwks-cooldown'],
           dispatcher: options.dispatcher,
           maxBytes: flags['jwks-max-bytes'],
           now: options.now,

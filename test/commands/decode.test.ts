@@ -1,4 +1,5 @@
 import {mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import {createServer} from 'node:http'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -7,6 +8,7 @@ import {describe, expect, it} from 'vitest'
 import Decode from '../../src/commands/decode.js'
 import {jsonLines, ROOT, runCommand} from '../helpers/cli.js'
 import {generatePeerKey, makeSetClaims, publicJwks, signSet, unsignedSet} from '../helpers/peers/set-token.js'
+import {listenLoopback} from '../helpers/ports.js'
 
 const VECTOR = readFileSync(join(ROOT, 'test', 'fixtures', 'rfc8935-push-example.jwt'), 'utf8').trim()
 const RISC_DISABLED = 'https://schemas.openid.net/secevent/risc/event-type/account-disabled'
@@ -200,5 +202,28 @@ describe('decode: verification', () => {
     const missing = await runCommand(Decode, [VECTOR, '--verify-key', join(dir, 'nope.pem')])
     expect(missing.exitCode).toBe(3)
     expect(missing.error?.message).toBe(`${join(dir, 'nope.pem')}: no such file [ERR_KEY_INVALID]`)
+  })
+})
+
+describe('decode --jwks URL', () => {
+  it('verifies with a JWKS served over HTTP, and exits 4 when the URL serves HTML', async () => {
+    let html = false
+    const server = createServer((_req, res) => {
+      res.setHeader('content-type', html ? 'text/html' : 'application/json')
+      res.end(html ? '<html></html>' : JSON.stringify(publicJwks([key])))
+    })
+    const url = `http://127.0.0.1:${await listenLoopback(server)}/jwks.json`
+    try {
+      const ok = await runCommand(Decode, [signSet(makeSetClaims(), key), '--jwks', url, '--json'])
+      expect(ok.exitCode).toBe(0)
+      expect(jsonLines(ok.stdout)).toMatchObject([{verified: true}])
+      html = true
+      const bad = await runCommand(Decode, [signSet(makeSetClaims(), key), '--jwks', url])
+      expect(bad.exitCode).toBe(4)
+      expect(bad.error?.message).toBe(`JWKS ${url}: the server answered with HTML, not a JWKS [ERR_JWKS_FETCH]`)
+    } finally {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    }
   })
 })
