@@ -9,6 +9,7 @@
  * into `Map`s for that reason.
  */
 import {PushpullError, type ErrorCode} from './errors.js'
+import {sanitizeText} from './text.js'
 
 export const DEFAULT_MAX_DEPTH = 32
 
@@ -74,7 +75,8 @@ export function parseJsonBounded(input: string | Uint8Array, bounds: JsonBounds,
     return JSON.parse(text) as unknown
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error)
-    throw new PushpullError(profile.invalid, `body is not valid JSON: ${reason.slice(0, 200)}`, {cause: error, details: {...profile.invalidDetails}})
+    // V8 quotes the text around the error, which is peer text: strip control characters.
+    throw new PushpullError(profile.invalid, `body is not valid JSON: ${sanitizeText(reason, 200)}`, {cause: error, details: {...profile.invalidDetails}})
   }
 }
 

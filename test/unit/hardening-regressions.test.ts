@@ -5,6 +5,7 @@
 import {describe, expect, it} from 'vitest'
 
 import {encodeBase64url} from '../../src/lib/base64url.js'
+import {parseCommunicationObject, parsePollResponse} from '../../src/lib/communication.js'
 import {PushpullError} from '../../src/lib/errors.js'
 import {checkEventPayload} from '../../src/lib/events.js'
 import {lintSet} from '../../src/lib/lint.js'
@@ -139,5 +140,26 @@ describe('A3: did-you-mean on long peer text (suggest.ts closestMatch)', () => {
       expect(closestMatch(input, candidates), input).toBe(reference(input))
       expect(closestMatch(input, candidates, 2), input).toBe(reference(input, 2))
     }
+  })
+})
+
+describe('A4: JSON syntax errors quote peer text (json.ts parseJsonBounded)', () => {
+  // V8's JSON.parse messages quote the text around the error. Before the fix that text went into
+  // our message as it was, so a peer could put an OSC/CSI escape into the user's terminal.
+  const hostile = '{"sets":x\u001b]2;pwned\u0007\u001b[31m\u202Ered}'
+
+  it('strips control and bidi characters from the message of a request parser', () => {
+    const error = caught(() => parseCommunicationObject(hostile))
+    expect(error.code).toBe('ERR_MESSAGE_INVALID')
+    expect(error.message).toMatch(/^body is not valid JSON: Unexpected token 'x', "\{"sets":x\]2;pwned/)
+    expect(error.message).not.toContain('\u001b')
+    expect(error.message).not.toContain('\u0007')
+  })
+
+  it('and of a response parser', () => {
+    const error = caught(() => parsePollResponse(hostile))
+    expect(error.code).toBe('ERR_PEER_PROTOCOL')
+    expect(error.message).toMatch(/^body is not valid JSON: /)
+    for (const char of ['\u001b', '\u0007', '\u202e']) expect(error.message).not.toContain(char)
   })
 })
