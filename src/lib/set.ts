@@ -5,6 +5,7 @@
 import {decodeBase64url} from './base64url.js'
 import {PushpullError} from './errors.js'
 import {DEFAULT_MAX_DEPTH, maxNestingDepth} from './json.js'
+import {sanitizeText} from './text.js'
 
 /** Default per-SET size limit (protocol.md section 4.5): 64 KiB. */
 export const DEFAULT_MAX_SET_BYTES = 64 * 1024
@@ -229,7 +230,7 @@ export function extractTokens(text: string): TokenEntry[] {
   return Object.entries(sets).map(([key, value], index) =>
     typeof value === 'string'
       ? {index, key, token: value}
-      : {error: new PushpullError('ERR_SET_MALFORMED', `the "sets" value under "${key}" is not a string`), index, key, token: ''},
+      : {error: new PushpullError('ERR_SET_MALFORMED', `the "sets" value under ${JSON.stringify(sanitizeText(key, 80))} is not a string`), index, key, token: ''},
   )
 }
 

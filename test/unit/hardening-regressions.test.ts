@@ -9,7 +9,7 @@ import {parseCommunicationObject, parsePollResponse} from '../../src/lib/communi
 import {PushpullError} from '../../src/lib/errors.js'
 import {checkEventPayload} from '../../src/lib/events.js'
 import {lintSet} from '../../src/lib/lint.js'
-import {decodeSet, decodeToken} from '../../src/lib/set.js'
+import {decodeSet, decodeToken, extractTokens} from '../../src/lib/set.js'
 import {describeSubject} from '../../src/lib/subject.js'
 import {closestMatch, editDistance} from '../../src/lib/suggest.js'
 import {createVerifier} from '../../src/lib/verify.js'
@@ -161,5 +161,13 @@ describe('A4: JSON syntax errors quote peer text (json.ts parseJsonBounded)', ()
     expect(error.code).toBe('ERR_PEER_PROTOCOL')
     expect(error.message).toMatch(/^body is not valid JSON: /)
     for (const char of ['\u001b', '\u0007', '\u202e']) expect(error.message).not.toContain(char)
+  })
+})
+
+describe('A5: extractTokens names a bad "sets" key safely (set.ts)', () => {
+  it('quotes the key after sanitising it', () => {
+    const [entry] = extractTokens('{"sets":{"j\\u001b[2J1":5}}')
+    expect(entry?.error?.code).toBe('ERR_SET_MALFORMED')
+    expect(entry?.error?.message).toBe('the "sets" value under "j[2J1" is not a string')
   })
 })
