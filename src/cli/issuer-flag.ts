@@ -1,0 +1,152 @@
+/**
+ * `--issuer ISSUER`: take the verification key and expected issuer from SSF discovery.
+ *
+ * For decode / poll / listen / stream:
+ *
+ *   static override flags = {...verifyFlags, ...issuerFlags, ...}
+ *   const flags = await applyIssuerToVerifyFlags(this.flags, {warn: (m) => this.warnLoud(m), signal: this.signal})
+ *   const verifier = await buildVerifier(flags)
+ *
+ * `applyIssuer` fetches `<issuer>/.well-known/ssf-configuration` (path rule of SSF 1.0), checks that
+ * the document's `issuer` is identical, and returns its `jwks_uri` and the issuer as the expected
+ * `iss`. The `ssf` commands share `ssfFlags` (issuer + transport flags) and `connectSsf`.
+ */
+import {Flags} from '@oclif/core'
+
+import {PushpullError} from '../lib/errors.js'
+import {SsfClient} from '../lib/ssf/client.js'
+import {discoverTransmitter, type TransmitterMetadata} from '../lib/ssf/metadata.js'
+import {createHttpClient, type HttpClient, type HttpClientOptions} from '../lib/transport/http.js'
+import {httpClientOptionsFrom, type TransportContext, type TransportFlagValues, transportFlags} from './transport-flags.js'
+import type {VerifyFlagValues} from './verify-flags.js'
+
+const GROUP = 'SSF'
+
+export const issuerFlags = {
+  'allow-http': Flags.boolean({
+    default: false,
+    description: 'Accept http:// in the issuer and the transmitter metadata, for loopback hosts only (local test transmitters). SSF requires https everywhere else.',
+    helpGroup: GROUP,
+  }),
+  issuer: Flags.string({
+    description: 'SSF transmitter issuer: discover its metadata (/.well-known/ssf-configuration), verify SETs with its jwks_uri and expect it as "iss".',
+    env: 'PUSHPULL_SSF_ISSUER',
+    helpGroup: GROUP,
+    helpValue: 'URL',
+  }),
+  'legacy-risc': Flags.boolean({
+    default: false,
+    description: 'Discover through /.well-known/risc-configuration (old RISC transmitters) instead of ssf-configuration.',
+    helpGroup: GROUP,
+  }),
+}
+
+export interface IssuerFlagValues {
+  'allow-http'?: boolean
+  issuer?: string
+  'legacy-risc'?: boolean
+}
+
+export interface IssuerContext extends TransportContext {
+  signal?: AbortSignal
+  /** Extra HttpClient options (tests inject a dispatcher here). */
+  http?: HttpClientOptions
+}
+
+export interface ResolvedIssuer {
+  jwksUrl: string
+  expectedIss: string
+  metadata: TransmitterMetadata
+}
+
+async function withClient<T>(flags: TransportFlagValues, context: IssuerContext, use: (client: HttpClient) => Promise<T>): Promise<T> {
+  const options = {...(await httpClientOptionsFrom(flags, context)), ...context.http}
+  const client = createHttpClient(options)
+  try {
+    return await use(client)
+  } finally {
+    await client.close()
+  }
+}
+
+/** Discover `flags.issuer` and return its JWKS URL and expected `iss`. Throws ERR_USAGE without --issuer. */
+export async function applyIssuer(flags: IssuerFlagValues & TransportFlagValues, context: IssuerContext): Promise<ResolvedIssuer> {
+  const {issuer} = flags
+  if (issuer === undefined) throw new PushpullError('ERR_USAGE', '--issuer is required here')
+  // Metadata discovery is public: never send the management bearer token to the well-known URL.
+  const metadata = await withClient({...flags, token: undefined, 'token-file': undefined}, context, async (client) =>
+    discoverTransmitter(issuer, {allowHttp: flags['allow-http'], client, legacy: flags['legacy-risc'], signal: context.signal}),
+  )
+  return {expectedIss: metadata.issuer, jwksUrl: metadata.jwks_uri as string, metadata}
+}
+
+/**
+ * The verification flags with `--issuer` applied: `jwks` and `expect-iss` filled from discovery.
+ * Refuses --issuer together with --jwks or --expect-iss (two sources of truth).
+ */
+export async function applyIssuerToVerifyFlags<F extends VerifyFlagValues & IssuerFlagValues & TransportFlagValues>(flags: F, context: IssuerContext): Promise<F> {
+  if (flags.issuer === undefined) return flags
+  if (flags.jwks !== undefined) throw new PushpullError('ERR_USAGE', '--issuer and --jwks both name the verification keys; give one of them')
+  if (flags['expect-iss'] !== undefined && flags['expect-iss'].length > 0) {
+    throw new PushpullError('ERR_USAGE', '--issuer already sets the expected issuer; drop --expect-iss')
+  }
+
+  const resolved = await applyIssuer(flags, context)
+  return {...flags, 'expect-iss': [resolved.expectedIss], jwks: resolved.jwksUrl}
+}
+
+/** Flags every `pushpull ssf ...` management command shares. */
+export const ssfFlags = {
+  ...transportFlags,
+  'allow-http': issuerFlags['allow-http'],
+  issuer: Flags.string({
+    description: 'SSF transmitter issuer URL (its metadata is discovered from /.well-known/ssf-configuration).',
+    env: 'PUSHPULL_SSF_ISSUER',
+    helpGroup: GROUP,
+    helpValue: 'URL',
+    required: true,
+  }),
+  'legacy-risc': issuerFlags['legacy-risc'],
+}
+
+export interface SsfConnection {
+  http: HttpClient
+  ssf: SsfClient
+  metadata: TransmitterMetadata
+  close(): Promise<void>
+}
+
+/**
+ * Discover the transmitter (without the bearer token) and open a management client that sends
+ * the bearer token. `close()` it in `finally`.
+ */
+export async function connectSsf(
+  flags: IssuerFlagValues & TransportFlagValues & {issuer: string},
+  context: IssuerContext & {requireJwks?: boolean},
+): Promise<SsfConnection> {
+  const options = {...(await httpClientOptionsFrom(flags, context)), ...context.http}
+  const {token, ...publicOptions} = options
+  const discovery = createHttpClient(publicOptions)
+  let metadata: TransmitterMetadata
+  try {
+    metadata = await discoverTransmitter(flags.issuer, {
+      allowHttp: flags['allow-http'],
+      client: discovery,
+      legacy: flags['legacy-risc'],
+      requireJwks: context.requireJwks,
+      signal: context.signal,
+    })
+  } finally {
+    await discovery.close()
+  }
+
+  const http = createHttpClient(token === undefined ? publicOptions : {...publicOptions, token})
+  return {
+    async close() {
+      await http.close()
+    },
+    http,
+    metadata,
+    ssf: new SsfClient({client: http, metadata, signal: context.signal}),
+  }
+}
