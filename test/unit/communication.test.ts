@@ -14,21 +14,11 @@ import {
   parsePollRequest,
   parsePollResponse,
 } from '../../src/lib/communication.js'
-import {isPushpullError, type PushpullError} from '../../src/lib/errors.js'
+import {failure} from '../helpers/errors.js'
 
 const BAD_REQUEST = {status: 400, err: 'invalid_request', closeCode: 1007}
 const TOO_LARGE = {status: 413, closeCode: 1009}
 
-function failure(fn: () => unknown): PushpullError {
-  try {
-    fn()
-  } catch (error) {
-    if (isPushpullError(error)) return error
-    throw error
-  }
-
-  throw new Error('expected a PushpullError, nothing was thrown')
-}
 
 function setsOf(count: number): Record<string, string> {
   const sets: Record<string, string> = {}

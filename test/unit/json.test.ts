@@ -1,18 +1,8 @@
 import {describe, expect, it} from 'vitest'
 
-import {isPushpullError, type PushpullError} from '../../src/lib/errors.js'
 import {maxNestingDepth, parseJsonBounded} from '../../src/lib/json.js'
+import {failure} from '../helpers/errors.js'
 
-function failure(fn: () => unknown): PushpullError {
-  try {
-    fn()
-  } catch (error) {
-    if (isPushpullError(error)) return error
-    throw error
-  }
-
-  throw new Error('expected a PushpullError, nothing was thrown')
-}
 
 describe('parseJsonBounded', () => {
   it('parses strings and buffers within the limits', () => {

@@ -10,10 +10,10 @@ import {join, resolve} from 'node:path'
 import Database from 'better-sqlite3'
 import {afterAll, describe, expect, it} from 'vitest'
 
-import {isPushpullError, type PushpullError} from '../../src/lib/errors.js'
 import {Ledger} from '../../src/lib/ledger.js'
 import {defaultStatePath, openLedger, openStore, SCHEMA_VERSION} from '../../src/lib/store.js'
 import {ROOT} from '../helpers/cli.js'
+import {failure} from '../helpers/errors.js'
 
 const STORE_MODULE = join(ROOT, 'src', 'lib', 'store.ts')
 const PEER = 'https://peer.example/pushpull'
@@ -37,16 +37,6 @@ function tempDir(): string {
   return dir
 }
 
-function failure(fn: () => unknown): PushpullError {
-  try {
-    fn()
-  } catch (error) {
-    if (isPushpullError(error)) return error
-    throw error
-  }
-
-  throw new Error('expected a PushpullError, nothing was thrown')
-}
 
 interface ChildResult {
   code: number | null

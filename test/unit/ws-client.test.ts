@@ -8,7 +8,6 @@ import type {Duplex} from 'node:stream'
 import {afterEach, describe, expect, it} from 'vitest'
 import {WebSocketServer} from 'ws'
 
-import {isPushpullError, type PushpullError} from '../../src/lib/errors.js'
 import {
   bearerAuthenticator,
   connectWebSocket,
@@ -17,6 +16,7 @@ import {
   toWebSocketUrl,
 } from '../../src/lib/transport/ws.js'
 import {closedPort, PATH, startServer, type TestServer} from './ws-helpers.js'
+import {rejection} from '../helpers/errors.js'
 
 const TLS_DIR = join(import.meta.dirname, '..', 'fixtures', 'tls')
 
@@ -38,16 +38,6 @@ function track(conn: PushpullSocket): PushpullSocket {
   return conn
 }
 
-async function rejection(promise: Promise<unknown>): Promise<PushpullError> {
-  try {
-    await promise
-  } catch (error) {
-    if (isPushpullError(error)) return error
-    throw error
-  }
-
-  throw new Error('expected a rejection')
-}
 
 /** An HTTP server whose 'upgrade' handler writes a canned raw response. */
 async function rawUpgradeServer(

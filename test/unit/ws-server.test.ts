@@ -3,7 +3,6 @@ import type {AddressInfo} from 'node:net'
 
 import {afterEach, describe, expect, it} from 'vitest'
 
-import {isPushpullError, type PushpullError} from '../../src/lib/errors.js'
 import {
   attachWebSocketServer,
   bearerAuthenticator,
@@ -14,6 +13,7 @@ import {
   SHUTDOWN_REASON,
 } from '../../src/lib/transport/ws.js'
 import {PATH, rawUpgrade, startServer, type TestServer, until} from './ws-helpers.js'
+import {rejection} from '../helpers/errors.js'
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {
@@ -33,16 +33,6 @@ function track(conn: PushpullSocket): PushpullSocket {
   return conn
 }
 
-async function rejection(promise: Promise<unknown>): Promise<PushpullError> {
-  try {
-    await promise
-  } catch (error) {
-    if (isPushpullError(error)) return error
-    throw error
-  }
-
-  throw new Error('expected a rejection')
-}
 
 describe('attachWebSocketServer', () => {
   it('selects pushpull among several offered subprotocols and never permessage-deflate', async () => {

@@ -3,7 +3,7 @@ import {connect as netConnect, type AddressInfo, type Socket} from 'node:net'
 import {afterEach, describe, expect, it} from 'vitest'
 import WebSocket, {WebSocketServer} from 'ws'
 
-import {isPushpullError, type PushpullError} from '../../src/lib/errors.js'
+import {type PushpullError} from '../../src/lib/errors.js'
 import {
   CloseCode,
   closeErrorOf,
@@ -14,6 +14,7 @@ import {
   truncateCloseReason,
 } from '../../src/lib/transport/ws.js'
 import {manualTimers, PATH, startServer, type TestServer, until} from './ws-helpers.js'
+import {rejection} from '../helpers/errors.js'
 
 const cleanups: Array<() => Promise<void> | void> = []
 afterEach(async () => {
@@ -53,16 +54,6 @@ function errorsOf(conn: PushpullSocket): PushpullError[] {
   return errors
 }
 
-async function rejection(promise: Promise<unknown>): Promise<PushpullError> {
-  try {
-    await promise
-  } catch (error) {
-    if (isPushpullError(error)) return error
-    throw error
-  }
-
-  throw new Error('expected a rejection')
-}
 
 describe('PushpullSocket messages', () => {
   it('delivers text frames and binary frames holding UTF-8 as text', async () => {
