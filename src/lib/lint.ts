@@ -14,6 +14,7 @@
 import {checkEventPayload, findEventType} from './events.js'
 import {errorFinding, type Finding, quote, warningFinding} from './findings.js'
 import {validateSubject} from './subject.js'
+import {sanitizeText} from './text.js'
 
 export type LintProfile = 'ssf' | 'caep-interop'
 
@@ -46,7 +47,8 @@ function lintHeader(header: Record<string, unknown>): Finding[] {
 
   const typ = header.typ
   if (typeof typ !== 'string' || !SET_TYP.has(typ.toLowerCase())) {
-    const shown = typeof typ === 'string' ? quote(typ) : JSON.stringify(typ) ?? String(typ)
+    // A non-string typ is peer JSON too: its text is sanitised like any other peer text.
+    const shown = typeof typ === 'string' ? quote(typ) : sanitizeText(JSON.stringify(typ) ?? String(typ), 80)
     return [errorFinding('typ-wrong', 'header.typ', `header "typ" is ${shown}; a SET must say "secevent+jwt"`)]
   }
 

@@ -171,3 +171,10 @@ describe('A5: extractTokens names a bad "sets" key safely (set.ts)', () => {
     expect(entry?.error?.message).toBe('the "sets" value under "j[2J1" is not a string')
   })
 })
+
+describe('A6: lint shows a non-string typ sanitised (lint.ts)', () => {
+  it('strips bidi overrides and control characters from a JSON typ', () => {
+    const findings = lintSet({claims: {}, header: {typ: [{'\u202Eevil\u001b[2J': {}}]}})
+    expect(findings[0]).toEqual({code: 'typ-wrong', message: 'header "typ" is [{"evil[2J":{}}]; a SET must say "secevent+jwt"', severity: 'error', where: 'header.typ'})
+  })
+})
