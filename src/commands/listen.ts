@@ -1,0 +1,442 @@
+import {readFile} from 'node:fs/promises'
+
+import {Flags} from '@oclif/core'
+
+import {BaseCommand} from '../cli/base-command.js'
+import {assertInteractive, reviewReceived} from '../cli/interactive.js'
+import {createStatusLine, formatCounts, formatRecord, forwardRecordOf, type ListenRecord, recordsOf} from '../cli/listen-output.js'
+import {completeTemplate, readSetInputs} from '../cli/set-input.js'
+import {buildSigner, signFlags} from '../cli/sign-flags.js'
+import {openStateLedger, stateFlags} from '../cli/state-flags.js'
+import {httpClientOptionsFrom, parseDuration, transportFlags} from '../cli/transport-flags.js'
+import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
+import {PushpullError} from '../lib/errors.js'
+import {shortNameOf} from '../lib/events.js'
+import {Forwarder} from '../lib/forwarder.js'
+import type {Ledger, OutgoingSet} from '../lib/ledger.js'
+import {mintSet} from '../lib/mint.js'
+import {SetReceiver} from '../lib/receiver.js'
+import {
+  createListener,
+  DEFAULT_LISTEN_HOST,
+  DEFAULT_LISTEN_PORT,
+  DEFAULT_LONG_POLL_TIMEOUT_MS,
+  DEFAULT_RESPONSE_EVENTS,
+  type Listener,
+  type ListenerCounts,
+  type ListenerEvent,
+  type ListenerToken,
+} from '../lib/server.js'
+import {decodeToken} from '../lib/set.js'
+import {describeSubject} from '../lib/subject.js'
+import type {Signer} from '../lib/keys.js'
+import {DEFAULT_MAX_BODY_BYTES, DEFAULT_SERVER_HEADERS_TIMEOUT_MS, DEFAULT_SERVER_REQUEST_TIMEOUT_MS} from '../lib/transport/http-server.js'
+import type {HttpClient} from '../lib/transport/http.js'
+import type {VerifiedSet} from '../lib/verify.js'
+
+/**
+ * Test-only: when this environment variable is `1`, the process kills itself with SIGKILL right
+ * after a received batch was committed to the state and reported, before the answer (the ack) is
+ * written. The crash-safety test uses it; it does nothing otherwise.
+ */
+export const CRASH_AFTER_STORE_ENV = 'PUSHPULL_TEST_CRASH_AFTER_STORE'
+
+const durationFlag = Flags.custom<number>({
+  async parse(input, _context, options) {
+    return parseDuration(input, options.name)
+  },
+})
+
+const {cacert, 'connect-timeout': connectTimeout, insecure, timeout} = transportFlags
+const {aud, iss, kid, 'signing-key': signingKey, txn, unsigned} = signFlags
+
+export interface ListenSummary {
+  type: 'summary'
+  url: string
+  counts: ListenerCounts
+  /** Why it stopped: `max-events`, or `signal` (then the exit code is 130 and this is not printed). */
+  stopped: 'max-events' | 'signal'
+}
+
+/** Parse `--token NAME=TOKEN` / `--token TOKEN` (and token-file lines). Never echoes a token. */
+export function parseListenToken(value: string, where: string): ListenerToken {
+  const trimmed = value.trim()
+  const match = /^([A-Za-z][\w.@-]{0,63})=(.+)$/.exec(trimmed)
+  const token = match === null ? {token: trimmed} : {name: match[1], token: match[2] ?? ''}
+  if (token.token === '' || !/^[\u0021-\u007E]+$/.test(token.token)) {
+    throw new PushpullError('ERR_USAGE', `${where}: the token is empty or holds spaces, control or non-ASCII characters`)
+  }
+
+  return token
+}
+
+export default class Listen extends BaseCommand<typeof Listen> {
+  static override description = `Run a local SET receiver and transmitter.
+
+Endpoints: POST /events (RFC 8935 push: 202, or 400 {err, description}), POST /pushpull (pushpull
+HTTP Communication Object, and multi-SET push when Content-Type is application/secevents+json) and
+POST /poll (RFC 8936 poll, with long polling). Incoming SETs are verified with the verification
+flags (without keys every SET is shown UNVERIFIED), stored in the state, then acknowledged; a
+redelivered SET is acknowledged again and not reported as new. --emit queues SETs (tokens, or
+event files signed with --signing-key/--secret) that pollers and pushpull peers receive, resent
+until acknowledged.
+
+Peers are told apart by their bearer token (--token NAME=TOKEN, repeatable): each token is one
+peer whose owed acks and queued SETs follow it across requests. Without tokens every client is one
+peer, "anonymous", and anyone who can reach the port may send SETs.
+
+--ack manual stores new SETs undecided: they are not acknowledged until decided (-i asks on the
+terminal as they arrive); the decisions go out with the peer's next pushpull exchange. RFC 8935
+push has no later answer, so /events answers 202 as soon as a valid SET is stored.
+
+SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit 130.`
+
+  static override examples = [
+    {command: '<%= config.bin %> listen --port 0 --memory-state --max-events 1', description: 'Receive one SET on a free port (the address is printed on stderr), without keeping state'},
+    {
+      command: '<%= config.bin %> listen --jwks https://idp.example/jwks.json --expect-iss https://idp.example --token tx=s3cr3t-token --max-events 1 --port 0 --memory-state',
+      description: 'Verify SETs against a JWKS and require a bearer token from the transmitter "tx"',
+    },
+    {
+      command: "echo '{\"event\":\"caep.session-revoked\",\"subject\":\"email:ana@example.com\"}' > ev.json && <%= config.bin %> listen --port 0 --memory-state --emit ev.json --secret s3cret --iss https://tx.example --max-events 1",
+      description: 'Offer a signed SET to pollers (POST /poll) and pushpull peers (POST /pushpull)',
+    },
+    {command: '<%= config.bin %> listen --port 0 --memory-state --forward-to https://rp.example/events --json --max-events 1', description: 'Relay every accepted SET downstream, NDJSON output'},
+  ]
+
+  static override flags = {
+    ...verifyFlags,
+    ...stateFlags,
+    ack: Flags.string({
+      default: 'auto',
+      description: 'auto: acknowledge every valid SET once stored. manual: store new SETs undecided; they are answered once decided (-i).',
+      options: ['auto', 'manual'],
+    }),
+    'allow-host': Flags.string({
+      description: 'Also accept this Host name (for example the name in the TLS certificate). Repeatable. Other Host headers are refused (421).',
+      multiple: true,
+    }),
+    'allow-origin': Flags.string({
+      description: 'Accept requests carrying this Origin (browsers send one; by default such requests are refused 403). Repeatable.',
+      multiple: true,
+    }),
+    emit: Flags.string({
+      description: 'Queue SETs for pollers and pushpull peers: compact tokens or event files (signed with --signing-key/--secret), NDJSON; "-" reads stdin as it arrives. Repeatable.',
+      helpGroup: 'EMIT',
+      helpValue: 'FILE|-',
+      multiple: true,
+    }),
+    aud,
+    iss,
+    kid,
+    'signing-key': signingKey,
+    txn,
+    unsigned,
+    'forward-to': Flags.string({
+      description: 'Relay every accepted new SET to this RFC 8935 push endpoint and print the downstream status.',
+      helpGroup: 'FORWARD',
+      helpValue: 'URL',
+    }),
+    'forward-token': Flags.string({
+      description: 'Bearer token for --forward-to (prefer the PUSHPULL_FORWARD_TOKEN environment variable).',
+      env: 'PUSHPULL_FORWARD_TOKEN',
+      helpGroup: 'FORWARD',
+    }),
+    cacert,
+    'connect-timeout': connectTimeout,
+    insecure,
+    timeout,
+    'headers-timeout': durationFlag({
+      description: `Request headers must be complete within this long, else 408. [default: ${DEFAULT_SERVER_HEADERS_TIMEOUT_MS / 1000}s]`,
+      helpGroup: 'LIMITS',
+    }),
+    host: Flags.string({default: DEFAULT_LISTEN_HOST, description: 'Address to bind. 0.0.0.0 or :: listen on every interface (use --token then).'}),
+    interactive: Flags.boolean({
+      char: 'i',
+      default: false,
+      description: 'Ask on the terminal what to do with each new SET (ack, reject with a code, defer). Implies --ack manual.',
+    }),
+    'long-poll-timeout': durationFlag({
+      description: `How long a POST /poll without returnImmediately is held when nothing is queued. [default: ${DEFAULT_LONG_POLL_TIMEOUT_MS / 1000}s]`,
+      helpGroup: 'LIMITS',
+    }),
+    'max-body-bytes': Flags.integer({
+      default: DEFAULT_MAX_BODY_BYTES,
+      description: 'Largest request body, in bytes; more is answered 413 without reading it.',
+      helpGroup: 'LIMITS',
+      min: 1,
+    }),
+    'max-events': Flags.integer({description: 'Exit 0 after this many new SETs were received and acknowledged.', min: 1}),
+    'max-response-events': Flags.integer({
+      default: DEFAULT_RESPONSE_EVENTS,
+      description: 'Most SETs in one poll or pushpull response (a peer may ask for fewer).',
+      helpGroup: 'LIMITS',
+      min: 1,
+    }),
+    'max-sets': Flags.integer({default: 1000, description: 'Most SETs in one Communication Object or multi-SET push; more is answered 413.', helpGroup: 'LIMITS', min: 1}),
+    port: Flags.integer({default: DEFAULT_LISTEN_PORT, description: 'Port to bind; 0 picks a free one (printed at start).', max: 65_535, min: 0}),
+    'request-timeout': durationFlag({
+      description: `A whole request (headers and body) must arrive within this long, else 408. [default: ${DEFAULT_SERVER_REQUEST_TIMEOUT_MS / 1000}s]`,
+      helpGroup: 'LIMITS',
+    }),
+    'tls-cert': Flags.string({description: 'Serve https with this PEM certificate chain (needs --tls-key).', helpValue: 'FILE'}),
+    'tls-key': Flags.string({description: 'PEM private key for --tls-cert.', helpValue: 'FILE'}),
+    token: Flags.string({
+      description: 'Require this bearer token from peers; NAME=TOKEN names the peer (shown as token:NAME). Repeat for several peers. Prefer --token-file.',
+      multiple: true,
+    }),
+    'token-file': Flags.string({
+      description: 'Read required bearer tokens from this file, one TOKEN or NAME=TOKEN per line.',
+      helpValue: 'FILE',
+    }),
+  }
+
+  public async run(): Promise<ListenSummary> {
+    const flags = this.flags
+    const manual = flags.ack === 'manual' || flags.interactive
+    if (flags.interactive) assertInteractive(this.jsonEnabled(), '--ack manual (and decide later) or --ack auto')
+    if ((flags['tls-cert'] === undefined) !== (flags['tls-key'] === undefined)) {
+      throw new PushpullError('ERR_USAGE', '--tls-cert and --tls-key go together; give both to serve https')
+    }
+
+    const tokens = await this.readTokens()
+    const tls = flags['tls-cert'] === undefined ? undefined : {cert: await readPem(flags['tls-cert'], '--tls-cert'), key: await readPem(flags['tls-key']!, '--tls-key')}
+    const verifier = await buildVerifier(flags)
+    const crashAfterStore = process.env[CRASH_AFTER_STORE_ENV] === '1'
+    const json = this.jsonEnabled()
+    const status = createStatusLine(process.stderr, () => formatCounts(listener.counts, this.theme.err))
+    const print = (record: ListenRecord): void => {
+      status.clear()
+      if (json) this.emitJson(record)
+      else this.log(formatRecord(record, this.theme.out))
+      status.update()
+    }
+
+    let client: HttpClient | undefined
+    let forwarder: Forwarder | undefined
+    let ledger: Ledger | undefined
+    let listener!: Listener
+    const stopper = new AbortController()
+    let failure: unknown
+    let received = 0
+    const review = new ReviewQueue()
+    try {
+      ledger = openStateLedger(flags)
+      if (flags['forward-to'] !== undefined) {
+        const {createHttpClient} = await import('../lib/transport/http.js')
+        client = createHttpClient(
+          await httpClientOptionsFrom(
+            {...flags, token: flags['forward-token']},
+            {userAgent: `pushpull/${this.config.version}`, warn: (message) => this.warnLoud(message)},
+          ),
+        )
+        forwarder = new Forwarder({client, onResult: (result) => print(forwardRecordOf(result)), url: flags['forward-to']})
+      }
+
+      const receiver = new SetReceiver({decide: manual ? 'manual' : 'auto', ledger, verifier})
+      const onEvent = (event: ListenerEvent): void => {
+        if (event.type === 'http-error') {
+          status.clear()
+          this.note(this.theme.err.dim(`${event.method} ${event.path} -> ${event.status} ${event.message}`))
+          return
+        }
+
+        for (const record of recordsOf(event)) print(record)
+        if (event.type === 'set' && event.status === 'new') {
+          if (event.verdict === 'undecided' && flags.interactive) review.add(event.peer, event.set)
+          received++
+          if (flags['max-events'] !== undefined && received >= flags['max-events']) stopper.abort()
+        }
+      }
+
+      listener = createListener({
+        afterStore: crashAfterStore ? () => process.kill(process.pid, 'SIGKILL') : undefined,
+        allowHosts: flags['allow-host'],
+        allowOrigins: flags['allow-origin'],
+        forwarder,
+        headersTimeoutMs: flags['headers-timeout'],
+        host: flags.host,
+        ledger,
+        limits: {maxBytes: flags['max-body-bytes'], maxSetBytes: flags['max-set-bytes'], maxSets: flags['max-sets']},
+        longPollTimeoutMs: flags['long-poll-timeout'],
+        maxResponseEvents: flags['max-response-events'],
+        onEvent,
+        port: flags.port,
+        receiver,
+        requestTimeoutMs: flags['request-timeout'],
+        tls,
+        tokens,
+      })
+      const {url} = await listener.listen()
+      const endpoints = {events: `${url}${listener.paths.events}`, poll: `${url}${listener.paths.poll}`, pushpull: `${url}${listener.paths.pushpull}`}
+      this.note(`listening on ${url}`)
+      if (json) this.emitJson({ack: manual ? 'manual' : 'auto', endpoints, peers: listener.peers, type: 'listening', url, verified: verifier.hasKeys} satisfies ListenRecord)
+      else this.note(this.theme.err.dim(`  push ${endpoints.events} · pushpull ${endpoints.pushpull} · poll ${endpoints.poll} · peers: ${listener.peers.join(', ')}`))
+      if (!verifier.hasKeys) {
+        this.warnLoud('no verification keys (--jwks, --verify-key, --secret): SET signatures are NOT checked; every SET is shown UNVERIFIED')
+      }
+
+      if (tokens.length === 0 && !isLoopback(flags.host)) {
+        this.warnLoud(`listening on ${flags.host} without --token: anyone who can reach this port can send SETs`)
+      }
+
+      status.update()
+      const onAbort = (): void => stopper.abort()
+      this.signal.addEventListener('abort', onAbort, {once: true})
+      const tasks: Array<Promise<void>> = []
+      if (flags.emit !== undefined && flags.emit.length > 0) {
+        tasks.push(
+          this.emitFrom(flags.emit, listener, stopper.signal).catch((error: unknown) => {
+            failure ??= error
+            stopper.abort()
+          }),
+        )
+      }
+
+      if (flags.interactive) {
+        tasks.push(
+          review.run(stopper.signal, async (peer, sets) => {
+            status.clear()
+            await reviewReceived(sets, {ledger: ledger!, peer, signal: stopper.signal, theme: this.theme})
+          }).catch((error: unknown) => {
+            if (!stopper.signal.aborted) {
+              failure ??= error
+              stopper.abort()
+            }
+          }),
+        )
+      }
+
+      await new Promise<void>((resolve) => {
+        if (stopper.signal.aborted) resolve()
+        else stopper.signal.addEventListener('abort', () => resolve(), {once: true})
+      })
+      this.signal.removeEventListener('abort', onAbort)
+      await listener.close()
+      await Promise.all(tasks)
+    } finally {
+      status.stop()
+      // listener may be unset when start-up failed before it was created.
+      if (listener !== undefined) await listener.close()
+      forwarder?.abort()
+      await client?.close()
+      ledger?.close()
+    }
+
+    if (failure !== undefined) throw failure
+    if (this.signal.aborted) {
+      this.note(`stopped: ${formatCounts(listener.counts, this.theme.err)}`)
+      throw this.signal.reason
+    }
+
+    if (!json) this.note(`done: ${formatCounts(listener.counts, this.theme.err)}`)
+    return {counts: {...listener.counts}, stopped: 'max-events', type: 'summary', url: listener.url}
+  }
+
+  private async readTokens(): Promise<ListenerToken[]> {
+    const tokens = (this.flags.token ?? []).map((value, index) => parseListenToken(value, `--token #${index + 1}`))
+    const file = this.flags['token-file']
+    if (file !== undefined) {
+      let text: string
+      try {
+        text = await readFile(file, 'utf8')
+      } catch (error) {
+        throw new PushpullError('ERR_USAGE', `cannot read --token-file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {cause: error})
+      }
+
+      for (const [index, line] of text.split(/\r?\n/).entries()) {
+        if (line.trim() === '' || line.trim().startsWith('#')) continue
+        tokens.push(parseListenToken(line, `--token-file ${file} line ${index + 1}`))
+      }
+
+      if (tokens.length === 0) throw new PushpullError('ERR_USAGE', `--token-file ${file} holds no token`)
+    }
+
+    return tokens
+  }
+
+  /** Read --emit inputs (lazily: "-" keeps streaming) and queue each SET for every peer. */
+  private async emitFrom(files: readonly string[], listener: Listener, signal: AbortSignal): Promise<void> {
+    let signer: Signer | undefined
+    const defaults = {aud: this.flags.aud, iss: this.flags.iss, txn: this.flags.txn}
+    for await (const item of readSetInputs({files})) {
+      if (signal.aborted) return
+      let outgoing: OutgoingSet
+      if (item.kind === 'token') {
+        outgoing = describeToken(item.token, item.source)
+      } else {
+        signer ??= await buildSigner({...this.flags, alg: undefined})
+        const minted = await mintSet(completeTemplate(item.template, defaults, item.source), signer)
+        outgoing = describeToken(minted.token, item.source)
+      }
+
+      listener.emit([outgoing])
+    }
+  }
+}
+
+/** jti, event and subject of a token to queue; ERR_USAGE when it has no jti. */
+function describeToken(token: string, source: string): OutgoingSet {
+  let payload: Record<string, unknown>
+  try {
+    payload = decodeToken(token).payload
+  } catch (error) {
+    throw new PushpullError('ERR_USAGE', `${source}: not a SET that can be emitted: ${(error as Error).message}`, {cause: error})
+  }
+
+  if (typeof payload.jti !== 'string' || payload.jti === '') throw new PushpullError('ERR_USAGE', `${source}: the SET has no "jti"; it cannot be tracked or acknowledged`)
+  const events = payload.events
+  const uri = events !== null && typeof events === 'object' ? Object.keys(events)[0] : undefined
+  return {
+    event: uri === undefined ? undefined : (shortNameOf(uri) ?? uri),
+    jti: payload.jti,
+    subject: payload.sub_id === undefined ? undefined : describeSubject(payload.sub_id),
+    token,
+  }
+}
+
+async function readPem(path: string, flag: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8')
+  } catch (error) {
+    throw new PushpullError('ERR_USAGE', `cannot read ${flag} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {cause: error})
+  }
+}
+
+function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '').toLowerCase()
+  return bare === 'localhost' || bare === '::1' || bare.startsWith('127.')
+}
+
+/** New undecided SETs waiting for the interactive view, one peer at a time, in arrival order. */
+class ReviewQueue {
+  private readonly items: Array<{peer: string; set: VerifiedSet}> = []
+  private wakeUp: (() => void) | undefined
+
+  add(peer: string, set: VerifiedSet): void {
+    this.items.push({peer, set})
+    this.wakeUp?.()
+  }
+
+  async run(signal: AbortSignal, review: (peer: string, sets: VerifiedSet[]) => Promise<void>): Promise<void> {
+    while (!signal.aborted) {
+      if (this.items.length === 0) {
+        await new Promise<void>((resolve) => {
+          this.wakeUp = resolve
+          signal.addEventListener('abort', () => resolve(), {once: true})
+        })
+        this.wakeUp = undefined
+        continue
+      }
+
+      const peer = this.items[0]!.peer
+      const batch: VerifiedSet[] = []
+      for (let index = 0; index < this.items.length; ) {
+        if (this.items[index]!.peer === peer) batch.push(this.items.splice(index, 1)[0]!.set)
+        else index++
+      }
+
+      await review(peer, batch)
+    }
+  }
+}
