@@ -1,12 +1,12 @@
 /**
- * Building and signing SETs. The signer's key is a KeyObject, which jose imports once per
- * (key, alg), so minting a batch does not re-import the key per token.
+ * Building and signing SETs. The signer's key is a KeyObject. Keys that crypto-fast.ts covers
+ * (every key pushpull generates or reads by default) are signed synchronously with node:crypto,
+ * the key prepared once; anything else goes through jose's CompactSign, loaded on first use.
  */
 import {randomUUID as nodeRandomUUID} from 'node:crypto'
 
-import {CompactSign} from 'jose'
-
 import {encodeBase64url} from './base64url.js'
+import {fastSignerFor} from './crypto-fast.js'
 import {PushpullError} from './errors.js'
 import type {Signer} from './keys.js'
 import {type SetClaims, type SetHeader, validateClaims} from './set.js'
@@ -79,7 +79,18 @@ export async function mintSet(template: SetTemplate, signer: Signer, options: Mi
   }
 
   if (signer.key === undefined) throw new PushpullError('ERR_KEY_INVALID', `the ${signer.alg} signer has no key`)
+  const fast = fastSignerFor(signer.key, signer.alg)
+  if (fast) {
+    const signingInput = `${encodeBase64url(JSON.stringify(header))}.${encodeBase64url(payload)}`
+    try {
+      return {claims, header, token: `${signingInput}.${fast(signingInput).toString('base64url')}`}
+    } catch (error) {
+      throw new PushpullError('ERR_KEY_INVALID', `signing with ${signer.alg} failed: ${(error as Error).message}`, {cause: error})
+    }
+  }
+
   try {
+    const {CompactSign} = await import('jose')
     const token = await new CompactSign(payload).setProtectedHeader(header as {alg: string; typ: string; kid?: string}).sign(signer.key)
     return {claims, header, token}
   } catch (error) {

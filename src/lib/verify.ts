@@ -4,9 +4,17 @@
  * Order of checks (cheap and key-free first): size, structure (ERR_SET_MALFORMED / ERR_SET_ENCRYPTED),
  * `typ`, `crit`, `alg: none`, algorithm allow-list, claim shapes, key lookup (`kid`), signature,
  * then issuer, audience and times.
+ *
+ * Signatures are checked with node:crypto directly (crypto-fast.ts: keys prepared once, no
+ * WebCrypto job per SET) for every key that path covers, and with jose's compactVerify for the
+ * rest. Both give the same verdicts and the same errors; test/unit/verify-differential*.test.ts
+ * holds the proof against jose.
  */
-import {compactVerify, errors as joseErrors} from 'jose'
+import {isUtf8} from 'node:buffer'
 
+import type * as JoseModule from 'jose'
+
+import {fastVerifierFor} from './crypto-fast.js'
 import {PushpullError} from './errors.js'
 import {ASYMMETRIC_ALGORITHMS, type KeySource, keyFitsAlgorithm, type VerificationKey} from './keys.js'
 import {audiencesOf, type DecodedSet, decodeToken, DEFAULT_MAX_SET_BYTES, validateClaims} from './set.js'
@@ -66,12 +74,27 @@ function list(values: readonly string[]): string {
   return values.map((v) => `"${v}"`).join(', ')
 }
 
+type Jose = typeof JoseModule
+let joseModule: Promise<Jose> | undefined
+/** jose is loaded on first use: the fast path covers every key pushpull makes or loads by default. */
+async function loadJose(): Promise<Jose> {
+  joseModule ??= import('jose')
+  return joseModule
+}
+
+function signatureMismatch(key: VerificationKey, cause?: unknown): PushpullError {
+  return new PushpullError('ERR_SET_SIGNATURE', `the SET signature does not verify with the key from ${key.source}`, {cause})
+}
+
+/** What jose answers for a protected header that is not strict UTF-8 (its TextDecoder is fatal). */
+function headerNotUtf8(): PushpullError {
+  return new PushpullError('ERR_SET_MALFORMED', 'the SET is not a valid JWS: JWS Protected Header is invalid')
+}
+
 /** Map a jose (or WebCrypto) failure to our codes, keeping it as `cause`. */
-function fromJose(error: unknown, alg: string, key: VerificationKey): PushpullError {
+function fromJose(joseErrors: Jose['errors'], error: unknown, alg: string, key: VerificationKey): PushpullError {
   if (error instanceof PushpullError) return error
-  if (error instanceof joseErrors.JWSSignatureVerificationFailed) {
-    return new PushpullError('ERR_SET_SIGNATURE', `the SET signature does not verify with the key from ${key.source}`, {cause: error})
-  }
+  if (error instanceof joseErrors.JWSSignatureVerificationFailed) return signatureMismatch(key, error)
 
   if (error instanceof joseErrors.JOSEAlgNotAllowed || error instanceof joseErrors.JOSENotSupported || error instanceof TypeError) {
     return new PushpullError('ERR_SET_ALG_NOT_ALLOWED', `algorithm ${alg} cannot be used with the key from ${key.source}: ${(error as Error).message}`, {cause: error})
@@ -151,14 +174,22 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
     }
   }
 
-  async function candidatesFor(alg: string, kid: string | undefined): Promise<VerificationKey[]> {
-    const found = (await Promise.all(sources.map(async (s) => s.keysFor(kid)))).flat()
+  async function keysFor(kid: string | undefined): Promise<readonly VerificationKey[]> {
+    // One source (the usual case) costs one await, not a Promise.all.
+    if (sources.length === 1) return (sources[0] as KeySource).keysFor(kid)
+    return (await Promise.all(sources.map(async (s) => s.keysFor(kid)))).flat()
+  }
+
+  async function candidatesFor(alg: string, kid: string | undefined): Promise<readonly VerificationKey[]> {
+    const found = await keysFor(kid)
     if (found.length === 0) {
       throw new PushpullError('ERR_SET_KID_UNKNOWN', `no key with kid "${show(kid ?? '')}" in ${sources.map((s) => s.description).join(', ')}`, {
         details: {kid},
       })
     }
 
+    // The usual case: one key that fits, returned as it is.
+    if (found.length === 1 && (found[0]?.alg === undefined || found[0].alg === alg) && keyFitsAlgorithm((found[0] as VerificationKey).key, alg)) return found
     const fitting = found.filter((k) => (k.alg === undefined || k.alg === alg) && keyFitsAlgorithm(k.key, alg))
     if (fitting.length === 0) {
       throw new PushpullError('ERR_SET_ALG_NOT_ALLOWED', `algorithm ${alg} does not fit the configured key${found.length > 1 ? 's' : ''} (${[...new Set(found.map((k) => k.source))].join(', ')})`)
@@ -194,16 +225,45 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
     const kid = typeof header.kid === 'string' ? header.kid : undefined
     const candidates = await candidatesFor(alg, kid)
     let failure: PushpullError | undefined
+    let signature: Buffer | undefined
+    let headerUtf8: boolean | undefined
     for (const key of candidates) {
-      try {
-        await compactVerify(decoded.token, key.key, {algorithms: [alg]})
-        checkClaims(claims)
-        const bits = key.key.asymmetricKeyDetails?.modulusLength
-        return {...rest, claims, header, key: {alg, bits, kid: key.kid, source: key.source}, unsigned: false, verified: true}
-      } catch (error) {
-        if (error instanceof PushpullError) throw error
-        failure = fromJose(error, alg, key)
+      const fast = fastVerifierFor(key.key, alg)
+      if (fast) {
+        // jose decodes the protected header with a fatal UTF-8 decoder before anything else.
+        headerUtf8 ??= isUtf8(Buffer.from(decoded.signingInput.slice(0, decoded.signingInput.indexOf('.')), 'base64url'))
+        if (!headerUtf8) {
+          failure = headerNotUtf8()
+          continue
+        }
+
+        signature ??= Buffer.from(decoded.signature, 'base64url')
+        let ok = false
+        try {
+          ok = fast(decoded.signingInput, signature)
+        } catch (error) {
+          // WebCrypto throwing inside verify is a verification failure for jose too.
+          failure = signatureMismatch(key, error)
+          continue
+        }
+
+        if (!ok) {
+          failure = signatureMismatch(key)
+          continue
+        }
+      } else {
+        const jose = await loadJose()
+        try {
+          await jose.compactVerify(decoded.token, key.key, {algorithms: [alg]})
+        } catch (error) {
+          failure = fromJose(jose.errors, error, alg, key)
+          continue
+        }
       }
+
+      checkClaims(claims)
+      const bits = key.key.asymmetricKeyDetails?.modulusLength
+      return {...rest, claims, header, key: {alg, bits, kid: key.kid, source: key.source}, unsigned: false, verified: true}
     }
 
     throw failure ?? new PushpullError('ERR_INTERNAL', 'no candidate key was tried')

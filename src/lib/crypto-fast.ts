@@ -1,0 +1,159 @@
+/**
+ * Synchronous JWS signature primitives on node:crypto, for the keys pushpull uses every day.
+ *
+ * jose 6 goes through WebCrypto: every operation is a job on libuv's thread pool plus several
+ * promise hops, which costs a multiple of the raw `node:crypto` rate for one SET at a time (see
+ * docs/toolchain.md). Here a (KeyObject, alg) pair is turned once into a closure that calls
+ * `crypto.verify` / `crypto.sign` / `createHmac` directly.
+ *
+ * The fast path covers exactly the keys whose jose verdict it can reproduce: public (or private,
+ * for signing) RSA keys of 2048 bits or more for RS256 and PS256, P-256 / P-384 keys for ES256 /
+ * ES384, Ed25519 keys for EdDSA, and non-empty secrets for HS256. For anything else (an `rsa-pss`
+ * key with parameters, a short RSA key, a private key offered for verification ...) the factories
+ * return `undefined` and the caller uses jose, so its errors stay exactly jose's.
+ */
+import {constants, createHmac, type KeyObject, sign, timingSafeEqual, verify} from 'node:crypto'
+
+/** Checks `signature` over the ASCII `signingInput` (`<header>.<payload>`). Never throws. */
+export type FastVerify = (signingInput: string, signature: Buffer) => boolean
+/** Signs the ASCII `signingInput` and returns the raw JWS signature bytes. */
+export type FastSign = (signingInput: string) => Buffer
+
+/** The smallest RSA modulus jose accepts for RS256 / PS256 (and so do we). */
+export const MIN_RSA_BITS = 2048
+
+/** ES256 / ES384 signatures are r || s (IEEE P1363), 2 x 32 and 2 x 48 bytes. */
+const ECDSA = {ES256: {bytes: 64, curve: 'prime256v1', hash: 'sha256'}, ES384: {bytes: 96, curve: 'secp384r1', hash: 'sha384'}} as const
+const PSS_SALT_BYTES = 32
+
+type Usage = 'sign' | 'verify'
+
+function rsaFits(key: KeyObject): boolean {
+  const bits = key.asymmetricKeyDetails?.modulusLength
+  return key.asymmetricKeyType === 'rsa' && bits !== undefined && bits >= MIN_RSA_BITS
+}
+
+/** True when the fast path reproduces jose for this key, algorithm and usage. */
+export function fastPathCovers(key: KeyObject, alg: string, usage: Usage): boolean {
+  if (alg === 'HS256') return key.type === 'secret' && (key.symmetricKeySize ?? 0) > 0
+  if (key.type !== (usage === 'verify' ? 'public' : 'private')) return false
+  switch (alg) {
+    case 'RS256':
+    case 'PS256': {
+      return rsaFits(key)
+    }
+
+    case 'ES256':
+    case 'ES384': {
+      return key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === ECDSA[alg].curve
+    }
+
+    case 'EdDSA': {
+      return key.asymmetricKeyType === 'ed25519'
+    }
+
+    default: {
+      return false
+    }
+  }
+}
+
+function hmacOf(secret: Buffer, input: string): Buffer {
+  return createHmac('sha256', secret).update(input, 'latin1').digest()
+}
+
+function makeVerify(key: KeyObject, alg: string): FastVerify {
+  switch (alg) {
+    case 'HS256': {
+      const secret = key.export()
+      return (input, signature) => {
+        // Length first: timingSafeEqual throws on different lengths.
+        if (signature.length !== 32) return false
+        return timingSafeEqual(hmacOf(secret, input), signature)
+      }
+    }
+
+    case 'ES256':
+    case 'ES384': {
+      const {bytes, hash} = ECDSA[alg]
+      const options = {dsaEncoding: 'ieee-p1363' as const, key}
+      return (input, signature) => signature.length === bytes && verify(hash, Buffer.from(input, 'latin1'), options, signature)
+    }
+
+    case 'PS256': {
+      const options = {key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: PSS_SALT_BYTES}
+      return (input, signature) => verify('sha256', Buffer.from(input, 'latin1'), options, signature)
+    }
+
+    case 'RS256': {
+      return (input, signature) => verify('sha256', Buffer.from(input, 'latin1'), key, signature)
+    }
+
+    default: {
+      // EdDSA (Ed25519): no separate digest.
+      return (input, signature) => verify(null, Buffer.from(input, 'latin1'), key, signature)
+    }
+  }
+}
+
+function makeSign(key: KeyObject, alg: string): FastSign {
+  switch (alg) {
+    case 'HS256': {
+      const secret = key.export()
+      return (input) => hmacOf(secret, input)
+    }
+
+    case 'ES256':
+    case 'ES384': {
+      const options = {dsaEncoding: 'ieee-p1363' as const, key}
+      const {hash} = ECDSA[alg]
+      return (input) => sign(hash, Buffer.from(input, 'latin1'), options)
+    }
+
+    case 'PS256': {
+      const options = {key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: PSS_SALT_BYTES}
+      return (input) => sign('sha256', Buffer.from(input, 'latin1'), options)
+    }
+
+    case 'RS256': {
+      return (input) => sign('sha256', Buffer.from(input, 'latin1'), key)
+    }
+
+    default: {
+      return (input) => sign(null, Buffer.from(input, 'latin1'), key)
+    }
+  }
+}
+
+const verifiers = new WeakMap<KeyObject, Map<string, FastVerify | null>>()
+const signers = new WeakMap<KeyObject, Map<string, FastSign | null>>()
+
+function cached<F>(cache: WeakMap<KeyObject, Map<string, F | null>>, key: KeyObject, alg: string, usage: Usage, make: (key: KeyObject, alg: string) => F): F | undefined {
+  let byAlg = cache.get(key)
+  if (byAlg === undefined) {
+    byAlg = new Map()
+    cache.set(key, byAlg)
+  }
+
+  let entry = byAlg.get(alg)
+  if (entry === undefined) {
+    entry = fastPathCovers(key, alg, usage) ? make(key, alg) : null
+    byAlg.set(alg, entry)
+  }
+
+  return entry ?? undefined
+}
+
+/**
+ * A synchronous verifier for (key, alg), built once per pair and cached; `undefined` when the
+ * fast path does not cover the key (use jose then). The signing input must be ASCII, as a
+ * compact JWS's always is.
+ */
+export function fastVerifierFor(key: KeyObject, alg: string): FastVerify | undefined {
+  return cached(verifiers, key, alg, 'verify', makeVerify)
+}
+
+/** A synchronous signer for (private key or secret, alg); `undefined` when not covered (use jose). */
+export function fastSignerFor(key: KeyObject, alg: string): FastSign | undefined {
+  return cached(signers, key, alg, 'sign', makeSign)
+}
