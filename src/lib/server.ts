@@ -659,7 +659,10 @@ export class Listener {
       if (!res.writableFinished) exchange.fail()
     })
     const buffer = Buffer.from(body)
-    res.writeHead(status, {'cache-control': 'no-store', 'content-length': String(buffer.length), 'content-type': 'application/json'})
+    const headers: Record<string, string> = {'cache-control': 'no-store', 'content-length': String(buffer.length), 'content-type': 'application/json'}
+    // Shutting down: do not keep the connection open for another request.
+    if (this.shutdown.signal.aborted) headers.connection = 'close'
+    res.writeHead(status, headers)
     res.end(buffer)
   }
 
