@@ -148,15 +148,25 @@ export function decodeToken(input: string, options: DecodeOptions = {}): Decoded
   return {header: header as SetHeader, payload, signature, signingInput: `${headerPart}.${payloadPart}`, token}
 }
 
+/**
+ * Largest NumericDate magnitude accepted, in seconds: the range of a JavaScript Date (±8.64e15
+ * ms). Beyond it `new Date(value * 1000)` is invalid and formatting it throws a RangeError.
+ */
+export const MAX_NUMERIC_DATE = 8.64e12
+
 function claimsError(message: string): PushpullError {
   return new PushpullError('ERR_SET_CLAIMS', message)
 }
 
-/** Check the claim shapes RFC 8417 requires and return the claims typed. Throws ERR_SET_CLAIMS. */
+/**
+ * Check the claim shapes RFC 8417 requires and return the claims typed. Throws ERR_SET_CLAIMS.
+ * NumericDates (`iat`, `toe`, `exp`, `nbf`) must be finite and within ±MAX_NUMERIC_DATE seconds.
+ */
 export function validateClaims(payload: Record<string, unknown>): SetClaims {
   const {iss, iat, jti, aud, events, txn, toe, sub_id: subId, exp, nbf} = payload
   if (typeof iss !== 'string' || iss === '') throw claimsError('the SET has no "iss" string')
   if (typeof iat !== 'number' || !Number.isFinite(iat)) throw claimsError('the SET has no numeric "iat"')
+  if (Math.abs(iat) > MAX_NUMERIC_DATE) throw claimsError(`the SET "iat" is outside the representable range of dates (±${MAX_NUMERIC_DATE} s)`)
   if (jti === undefined) throw claimsError('the SET has no "jti"')
   if (typeof jti !== 'string') throw claimsError('the SET "jti" is not a string')
   if (jti === '') throw claimsError('the SET "jti" is empty')
@@ -177,6 +187,10 @@ export function validateClaims(payload: Record<string, unknown>): SetClaims {
   for (const [name, value] of [['toe', toe], ['exp', exp], ['nbf', nbf]] as const) {
     if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value))) {
       throw claimsError(`the SET "${name}" is not a number`)
+    }
+
+    if (value !== undefined && Math.abs(value) > MAX_NUMERIC_DATE) {
+      throw claimsError(`the SET "${name}" is outside the representable range of dates (±${MAX_NUMERIC_DATE} s)`)
     }
   }
 

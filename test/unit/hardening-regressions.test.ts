@@ -178,3 +178,27 @@ describe('A6: lint shows a non-string typ sanitised (lint.ts)', () => {
     expect(findings[0]).toEqual({code: 'typ-wrong', message: 'header "typ" is [{"evil\\u001b[2J":{}}]; a SET must say "secevent+jwt"', severity: 'error', where: 'header.typ'})
   })
 })
+
+describe('A7: NumericDates outside the Date range (set.ts validateClaims)', () => {
+  // Before the fix the verifier formatted `exp`/`nbf` with new Date(v * 1000).toISOString(), which
+  // throws a RangeError (not a PushpullError) for values beyond ±8.64e12 s. Found by fuzz-long.
+  const claims = (extra: string): string => `{"iss":"a","iat":1,"jti":"j","events":{"x:y":{}}${extra}}`
+
+  it.each([
+    ['exp', '-8640000000000.001'],
+    ['nbf', '9007199254740992'],
+    ['toe', '1e300'],
+  ])('refuses %s = %s with ERR_SET_CLAIMS, in decodeSet and in the verifier', async (name, value) => {
+    const token = unsigned(claims(`,"${name}":${value}`))
+    const message = `the SET "${name}" is outside the representable range of dates (±8640000000000 s)`
+    expect(caught(() => decodeSet(token))).toMatchObject({code: 'ERR_SET_CLAIMS', message})
+    await expect(createVerifier({allowUnsigned: true}).verify(token)).rejects.toMatchObject({code: 'ERR_SET_CLAIMS', message})
+  })
+
+  it('refuses such an iat too, and accepts the edge of the range', () => {
+    expect(caught(() => decodeSet(unsigned('{"iss":"a","iat":8640000000001,"jti":"j","events":{"x:y":{}}}'))).message).toBe(
+      'the SET "iat" is outside the representable range of dates (±8640000000000 s)',
+    )
+    expect(decodeSet(unsigned(claims(',"exp":8640000000000,"nbf":-8640000000000'))).claims.exp).toBe(8_640_000_000_000)
+  })
+})
