@@ -299,7 +299,14 @@ export class Listener {
   async close(graceMs = 5000): Promise<void> {
     this.closing ??= (async () => {
       this.shutdown.abort()
-      await closeHttpServer(this.server, graceMs)
+      // Keep-alive connections become idle once their last answer is written: close them then.
+      const sweeper = setInterval(() => this.server.closeIdleConnections(), 25)
+      try {
+        await closeHttpServer(this.server, graceMs)
+      } finally {
+        clearInterval(sweeper)
+      }
+
       await this.options.forwarder?.drain({timeoutMs: graceMs})
     })()
     return this.closing
