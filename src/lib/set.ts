@@ -180,7 +180,7 @@ export function validateClaims(payload: Record<string, unknown>): SetClaims {
   const uris = Object.keys(events)
   if (uris.length === 0) throw claimsError('the SET "events" claim is empty; a SET carries at least one event')
   for (const uri of uris) {
-    if (!isPlainObject(events[uri])) throw claimsError(`the SET event "${uri}" is not a JSON object`)
+    if (!isPlainObject(events[uri])) throw claimsError(`the SET event ${JSON.stringify(sanitizeText(uri, 200))} is not a JSON object`)
   }
 
   if (txn !== undefined && typeof txn !== 'string') throw claimsError('the SET "txn" is not a string')

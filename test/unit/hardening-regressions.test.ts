@@ -202,3 +202,10 @@ describe('A7: NumericDates outside the Date range (set.ts validateClaims)', () =
     expect(decodeSet(unsigned(claims(',"exp":8640000000000,"nbf":-8640000000000'))).claims.exp).toBe(8_640_000_000_000)
   })
 })
+
+describe('A8: an event URI in a claims error is sanitised (set.ts validateClaims)', () => {
+  it('quotes the URI after stripping control and bidi characters', () => {
+    const token = unsigned('{"iss":"a","iat":1,"jti":"j","events":{"\\u001b[31m\\u202Eevil":[]}}')
+    expect(caught(() => decodeSet(token))).toMatchObject({code: 'ERR_SET_CLAIMS', message: 'the SET event "[31mevil" is not a JSON object'})
+  })
+})
