@@ -99,6 +99,18 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX inbox_owed ON inbox (peer, updated_at, seq) WHERE owed = 1;
   CREATE INDEX inbox_done ON inbox (updated_at) WHERE owed = 0;
   `,
+  // 2: the streams `listen --ssf` manages (src/lib/ssf/sqlite-store.ts). `record` is the whole
+  // stored stream as JSON; `seq` keeps creation order.
+  `
+  CREATE TABLE ssf_stream (
+    seq INTEGER PRIMARY KEY,
+    stream_id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    record TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length
@@ -300,6 +312,14 @@ export class SqliteLedgerStorage implements LedgerStorage {
 
   prune(before: number): {outbox: number; inbox: number} {
     return {outbox: this.statements.pruneOutbox!.run(before).changes, inbox: this.statements.pruneInbox!.run(before).changes}
+  }
+
+  /**
+   * The open database, for stores that share this file and its single-writer lock (the SSF
+   * stream store). Throws ERR_INTERNAL once closed.
+   */
+  get database(): Database.Database {
+    return this.open()
   }
 
   /** Checkpoint the WAL into the database file and close. Safe to call twice. */
