@@ -13,7 +13,7 @@ import {
   type KeyObject,
   X509Certificate,
 } from 'node:crypto'
-import {readFile} from 'node:fs/promises'
+import {type FileHandle, open} from 'node:fs/promises'
 import {promisify} from 'node:util'
 
 import {calculateJwkThumbprint, type JWK} from 'jose'
@@ -167,12 +167,40 @@ export function verificationKeysFromText(text: string, source: string): Verifica
   return verificationKeysFromJson(value, source)
 }
 
-async function readKeyFile(path: string): Promise<string> {
+/** Largest key file read (PEM, JWK or JWKS file): 16 MiB, the same as a fetched JWKS. */
+export const DEFAULT_KEY_FILE_MAX_BYTES = 16 * 1024 * 1024
+
+/**
+ * Read a key file as UTF-8, at most `maxBytes` (a FIFO such as `<(vault read ...)` works; a huge
+ * file or `/dev/zero` is refused instead of filling memory).
+ */
+async function readKeyFile(path: string, maxBytes = DEFAULT_KEY_FILE_MAX_BYTES): Promise<string> {
+  let handle: FileHandle
   try {
-    return await readFile(path, 'utf8')
+    handle = await open(path, 'r')
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
     throw keyError(path, code === 'ENOENT' ? 'no such file' : `cannot be read (${code ?? 'error'})`, error)
+  }
+
+  try {
+    const chunks: Buffer[] = []
+    let size = 0
+    for (;;) {
+      const buffer = Buffer.alloc(64 * 1024)
+      const {bytesRead} = await handle.read(buffer, 0, buffer.length, null)
+      if (bytesRead === 0) break
+      size += bytesRead
+      if (size > maxBytes) throw keyError(path, `is larger than ${maxBytes} bytes; not a key file`)
+      chunks.push(buffer.subarray(0, bytesRead))
+    }
+
+    return Buffer.concat(chunks).toString('utf8')
+  } catch (error) {
+    if (error instanceof PushpullError) throw error
+    throw keyError(path, `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, error)
+  } finally {
+    await handle.close()
   }
 }
 

@@ -8,6 +8,7 @@ import {encodeBase64url} from '../../src/lib/base64url.js'
 import {parseCommunicationObject, parsePollResponse} from '../../src/lib/communication.js'
 import {PushpullError} from '../../src/lib/errors.js'
 import {checkEventPayload} from '../../src/lib/events.js'
+import {readSigningKey, readVerificationKeys} from '../../src/lib/keys.js'
 import {lintSet} from '../../src/lib/lint.js'
 import {decodeSet, decodeToken, extractTokens} from '../../src/lib/set.js'
 import {describeSubject} from '../../src/lib/subject.js'
@@ -207,5 +208,19 @@ describe('A8: an event URI in a claims error is sanitised (set.ts validateClaims
   it('quotes the URI after stripping control and bidi characters', () => {
     const token = unsigned('{"iss":"a","iat":1,"jti":"j","events":{"\\u001b[31m\\u202Eevil":[]}}')
     expect(caught(() => decodeSet(token))).toMatchObject({code: 'ERR_SET_CLAIMS', message: 'the SET event "[31mevil" is not a JSON object'})
+  })
+})
+
+describe('A9: key files are read with a size bound (keys.ts readKeyFile)', () => {
+  // Before the fix `--key /dev/zero` (or any huge file) was read whole until memory ran out.
+  it('refuses an endless file after 16 MiB with ERR_KEY_INVALID, for verification and signing keys', async () => {
+    const message = '/dev/zero: is larger than 16777216 bytes; not a key file'
+    await expect(readVerificationKeys('/dev/zero')).rejects.toMatchObject({code: 'ERR_KEY_INVALID', message})
+    await expect(readSigningKey('/dev/zero')).rejects.toMatchObject({code: 'ERR_KEY_INVALID', message})
+  })
+
+  it('still names a missing file and a directory plainly', async () => {
+    await expect(readVerificationKeys('/nonexistent/key.pem')).rejects.toMatchObject({code: 'ERR_KEY_INVALID', message: '/nonexistent/key.pem: no such file'})
+    await expect(readVerificationKeys('/tmp')).rejects.toMatchObject({code: 'ERR_KEY_INVALID', message: '/tmp: cannot be read (EISDIR)'})
   })
 })
