@@ -73,15 +73,15 @@ export function buildClaims(template: SetTemplate, options: MintOptions = {}): S
 export async function mintSet(template: SetTemplate, signer: Signer, options: MintOptions = {}): Promise<MintedSet> {
   const claims = buildClaims(template, options)
   const header: SetHeader = {alg: signer.alg, typ: 'secevent+jwt', ...(signer.kid === undefined ? {} : {kid: signer.kid})}
-  const payload = encoder.encode(JSON.stringify(claims))
+  const json = JSON.stringify(claims)
   if (signer.alg === 'none') {
-    return {claims, header, token: `${encodeBase64url(JSON.stringify(header))}.${encodeBase64url(payload)}.`}
+    return {claims, header, token: `${encodeBase64url(JSON.stringify(header))}.${encodeBase64url(json)}.`}
   }
 
   if (signer.key === undefined) throw new PushpullError('ERR_KEY_INVALID', `the ${signer.alg} signer has no key`)
   const fast = fastSignerFor(signer.key, signer.alg)
   if (fast) {
-    const signingInput = `${encodeBase64url(JSON.stringify(header))}.${encodeBase64url(payload)}`
+    const signingInput = `${encodeBase64url(JSON.stringify(header))}.${encodeBase64url(json)}`
     try {
       return {claims, header, token: `${signingInput}.${fast(signingInput).toString('base64url')}`}
     } catch (error) {
@@ -91,7 +91,7 @@ export async function mintSet(template: SetTemplate, signer: Signer, options: Mi
 
   try {
     const {CompactSign} = await import('jose')
-    const token = await new CompactSign(payload).setProtectedHeader(header as {alg: string; typ: string; kid?: string}).sign(signer.key)
+    const token = await new CompactSign(encoder.encode(json)).setProtectedHeader(header as {alg: string; typ: string; kid?: string}).sign(signer.key)
     return {claims, header, token}
   } catch (error) {
     throw new PushpullError('ERR_KEY_INVALID', `signing with ${signer.alg} failed: ${(error as Error).message}`, {cause: error})

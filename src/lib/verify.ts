@@ -16,8 +16,9 @@ import type * as JoseModule from 'jose'
 
 import {fastVerifierFor} from './crypto-fast.js'
 import {PushpullError} from './errors.js'
-import {ASYMMETRIC_ALGORITHMS, type KeySource, keyFitsAlgorithm, type VerificationKey} from './keys.js'
-import {audiencesOf, type DecodedSet, decodeToken, DEFAULT_MAX_SET_BYTES, validateClaims} from './set.js'
+import {DEFAULT_MAX_DEPTH, maxNestingDepth} from './json.js'
+import {ASYMMETRIC_ALGORITHMS, type KeySource, keyFitsAlgorithm, StaticKeySource, type VerificationKey} from './keys.js'
+import {audiencesOf, type DecodedSet, type DecodedToken, decodeToken, DEFAULT_MAX_SET_BYTES, type SetHeader, validateClaims} from './set.js'
 import {sanitizeText} from './text.js'
 
 /** Default clock tolerance: 60 seconds, applied to `exp`, `iat` and `nbf`. */
@@ -65,6 +66,37 @@ export interface SetVerifier {
 }
 
 const SET_TYPES = new Set(['secevent+jwt', 'application/secevent+jwt'])
+const BASE64URL = /^[A-Za-z0-9_-]*$/
+/** Distinct protected headers remembered per verifier (a stream repeats one or a few). */
+const HEADER_CACHE_SIZE = 64
+/** Distinct (alg, kid) key lookups remembered per verifier when every key source is static. */
+const CANDIDATE_CACHE_SIZE = 256
+
+interface CachedHeader {
+  header: Readonly<SetHeader>
+  /** jose decodes the header with a fatal UTF-8 decoder; a header that is not UTF-8 fails there. */
+  utf8: boolean
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** True when `text` nests no deeper than the default limit (few brackets at all: no scan needed). */
+function shallow(text: string): boolean {
+  let brackets = 0
+  for (const bracket of ['{', '[']) {
+    for (let at = text.indexOf(bracket); at >= 0; at = text.indexOf(bracket, at + 1)) {
+      if (++brackets > DEFAULT_MAX_DEPTH) return maxNestingDepth(text, DEFAULT_MAX_DEPTH) <= DEFAULT_MAX_DEPTH
+    }
+  }
+
+  return true
+}
+
+function isFlat(header: Record<string, unknown>): boolean {
+  return Object.values(header).every((v) => v === null || typeof v !== 'object')
+}
 
 function show(value: unknown): string {
   return sanitizeText(typeof value === 'string' ? value : JSON.stringify(value) ?? String(value), 200)
@@ -180,7 +212,77 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
     return (await Promise.all(sources.map(async (s) => s.keysFor(kid)))).flat()
   }
 
+  // Decoding. `decodeQuick` gives exactly `decodeToken`'s result for a well-formed token whose
+  // protected header was seen before, skipping the header parse and the prototype-safe JSON.parse
+  // reviver (it hands anything containing "__proto__" or a backslash-u escape to `decodeToken`). Anything
+  // unusual goes to `decodeToken`, so every error is decodeToken's own.
+  const headers = new Map<string, CachedHeader>()
+
+  function decodeAndRemember(input: string): DecodedToken {
+    const decoded = decodeToken(input, {maxBytes})
+    const headerPart = decoded.signingInput.slice(0, decoded.signingInput.indexOf('.'))
+    if (!headers.has(headerPart) && isFlat(decoded.header)) {
+      if (headers.size >= HEADER_CACHE_SIZE) headers.clear()
+      headers.set(headerPart, {header: {...decoded.header}, utf8: isUtf8(Buffer.from(headerPart, 'base64url'))})
+    }
+
+    return decoded
+  }
+
+  function decodeQuick(input: string): DecodedToken {
+    if (typeof input !== 'string' || input.length > maxBytes) return decodeAndRemember(input)
+    const dot1 = input.indexOf('.')
+    const dot2 = dot1 < 0 ? -1 : input.indexOf('.', dot1 + 1)
+    if (dot2 < 0 || input.includes('.', dot2 + 1)) return decodeAndRemember(input)
+    const cached = headers.get(input.slice(0, dot1))
+    const payloadPart = input.slice(dot1 + 1, dot2)
+    const signature = input.slice(dot2 + 1)
+    if (
+      cached === undefined ||
+      payloadPart === '' ||
+      payloadPart.length % 4 === 1 ||
+      signature.length % 4 === 1 ||
+      !BASE64URL.test(payloadPart) ||
+      !BASE64URL.test(signature)
+    ) {
+      return decodeAndRemember(input)
+    }
+
+    const text = Buffer.from(payloadPart, 'base64url').toString('utf8')
+    if (text.includes('__proto__') || text.includes('\\u') || !shallow(text)) return decodeAndRemember(input)
+    let payload: unknown
+    try {
+      payload = JSON.parse(text)
+    } catch {
+      return decodeAndRemember(input)
+    }
+
+    if (!isPlainObject(payload)) return decodeAndRemember(input)
+    return {header: {...cached.header}, payload, signature, signingInput: input.slice(0, dot2), token: input}
+  }
+
+  function headerIsUtf8(signingInput: string): boolean {
+    const headerPart = signingInput.slice(0, signingInput.indexOf('.'))
+    return headers.get(headerPart)?.utf8 ?? isUtf8(Buffer.from(headerPart, 'base64url'))
+  }
+
+  // Static key sources never change, so (alg, kid) -> fitting keys is remembered (failures are not).
+  const staticKeys = sources.every((s) => s instanceof StaticKeySource)
+  const candidateCache = new Map<string, readonly VerificationKey[]>()
+
+  function candidateCacheKey(alg: string, kid: string | undefined): string {
+    return kid === undefined ? alg : `${alg}\u0000${kid}`
+  }
+
   async function candidatesFor(alg: string, kid: string | undefined): Promise<readonly VerificationKey[]> {
+    if (!staticKeys) return lookUpCandidates(alg, kid)
+    const found = await lookUpCandidates(alg, kid)
+    if (candidateCache.size >= CANDIDATE_CACHE_SIZE) candidateCache.clear()
+    candidateCache.set(candidateCacheKey(alg, kid), found)
+    return found
+  }
+
+  async function lookUpCandidates(alg: string, kid: string | undefined): Promise<readonly VerificationKey[]> {
     const found = await keysFor(kid)
     if (found.length === 0) {
       throw new PushpullError('ERR_SET_KID_UNKNOWN', `no key with kid "${show(kid ?? '')}" in ${sources.map((s) => s.description).join(', ')}`, {
@@ -199,7 +301,7 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
   }
 
   async function verify(input: string): Promise<VerifiedSet> {
-    const decoded = decodeToken(input, {maxBytes})
+    const decoded = decodeQuick(input)
     const {header, payload, ...rest} = decoded
     checkHeader(header)
     const {alg} = header
@@ -223,7 +325,8 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
 
     if (decoded.signature === '') throw new PushpullError('ERR_SET_SIGNATURE', `the SET has alg ${show(alg)} but an empty signature`)
     const kid = typeof header.kid === 'string' ? header.kid : undefined
-    const candidates = await candidatesFor(alg, kid)
+    // No await on the hot path: a remembered lookup is used synchronously.
+    const candidates = candidateCache.get(candidateCacheKey(alg, kid)) ?? (await candidatesFor(alg, kid))
     let failure: PushpullError | undefined
     let signature: Buffer | undefined
     let headerUtf8: boolean | undefined
@@ -231,7 +334,7 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
       const fast = fastVerifierFor(key.key, alg)
       if (fast) {
         // jose decodes the protected header with a fatal UTF-8 decoder before anything else.
-        headerUtf8 ??= isUtf8(Buffer.from(decoded.signingInput.slice(0, decoded.signingInput.indexOf('.')), 'base64url'))
+        headerUtf8 ??= headerIsUtf8(decoded.signingInput)
         if (!headerUtf8) {
           failure = headerNotUtf8()
           continue
@@ -263,7 +366,8 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
 
       checkClaims(claims)
       const bits = key.key.asymmetricKeyDetails?.modulusLength
-      return {...rest, claims, header, key: {alg, bits, kid: key.kid, source: key.source}, unsigned: false, verified: true}
+      const {signature: signaturePart, signingInput, token} = decoded
+      return {claims, header, key: {alg, bits, kid: key.kid, source: key.source}, signature: signaturePart, signingInput, token, unsigned: false, verified: true}
     }
 
     throw failure ?? new PushpullError('ERR_INTERNAL', 'no candidate key was tried')
