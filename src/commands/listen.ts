@@ -10,6 +10,7 @@ import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {httpClientOptionsFrom, parseDuration, transportFlags} from '../cli/transport-flags.js'
 import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
+import {attachListenerSessions, type SessionServerHandle} from '../lib/session-server.js'
 import {PushpullError} from '../lib/errors.js'
 import {shortNameOf} from '../lib/events.js'
 import {Forwarder} from '../lib/forwarder.js'
@@ -167,6 +168,15 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       min: 1,
     }),
     'max-events': Flags.integer({description: 'Exit 0 after this many new SETs were received and acknowledged.', min: 1}),
+    'ping-interval': durationFlag({
+      description: 'With --ws: WebSocket ping period; two missed pongs end a zombie session (0 turns pings off). [default: 30s]',
+      helpGroup: 'WEBSOCKET',
+    }),
+    ws: Flags.boolean({
+      default: false,
+      description: 'Also accept pushpull WebSocket sessions (GET upgrade, subprotocol pushpull) on the pushpull path: several peers at once, SETs and acks both ways.',
+      helpGroup: 'WEBSOCKET',
+    }),
     'max-response-events': Flags.integer({
       default: DEFAULT_RESPONSE_EVENTS,
       description: 'Most SETs in one poll or pushpull response (a peer may ask for fewer).',
@@ -216,6 +226,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     let forwarder: Forwarder | undefined
     let ledger: Ledger | undefined
     let listener!: Listener
+    let sessions: SessionServerHandle | undefined
     const stopper = new AbortController()
     let failure: unknown
     let received = 0
@@ -268,10 +279,17 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
         tokens,
       })
       const {url} = await listener.listen()
+      if (flags.ws) {
+        sessions = attachListenerSessions(listener, {
+          limits: {maxSetBytes: flags['max-set-bytes'], maxSets: flags['max-sets']},
+          maxPayload: flags['max-body-bytes'],
+          pingIntervalMs: flags['ping-interval'],
+        })
+      }
       const endpoints = {events: `${url}${listener.paths.events}`, poll: `${url}${listener.paths.poll}`, pushpull: `${url}${listener.paths.pushpull}`}
       this.note(`listening on ${url}`)
       if (json) this.emitJson({ack: manual ? 'manual' : 'auto', endpoints, peers: listener.peers, type: 'listening', url, verified: verifier.hasKeys} satisfies ListenRecord)
-      else this.note(this.theme.err.dim(`  push ${endpoints.events} · pushpull ${endpoints.pushpull} · poll ${endpoints.poll} · peers: ${listener.peers.join(', ')}`))
+      else this.note(this.theme.err.dim(`  push ${endpoints.events} · pushpull ${endpoints.pushpull}${flags.ws ? " (+ WebSocket)" : ""} · poll ${endpoints.poll} · peers: ${listener.peers.join(', ')}`))
       if (!verifier.hasKeys) {
         this.warnLoud('no verification keys (--jwks, --verify-key, --secret): SET signatures are NOT checked; every SET is shown UNVERIFIED')
       }
@@ -312,10 +330,12 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
         else stopper.signal.addEventListener('abort', () => resolve(), {once: true})
       })
       this.signal.removeEventListener('abort', onAbort)
+      await sessions?.close()
       await listener.close()
       await Promise.all(tasks)
     } finally {
       status.stop()
+      await sessions?.close()
       // listener may be unset when start-up failed before it was created.
       if (listener !== undefined) await listener.close()
       forwarder?.abort()
