@@ -4,19 +4,28 @@
  * For decode / poll / listen / stream:
  *
  *   static override flags = {...verifyFlags, ...issuerFlags, ...}
- *   const flags = await applyIssuerToVerifyFlags(this.flags, {warn: (m) => this.warnLoud(m), signal: this.signal})
- *   const verifier = await buildVerifier(flags)
+ *   const prepared = await prepareVerification(this.flags, {warn: (m) => this.warnLoud(m), signal: this.signal})
+ *   try {
+ *     const verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher})
+ *     ...
+ *   } finally {
+ *     await prepared.close()
+ *   }
  *
  * `applyIssuer` fetches `<issuer>/.well-known/ssf-configuration` (path rule of SSF 1.0), checks that
  * the document's `issuer` is identical, and returns its `jwks_uri` and the issuer as the expected
- * `iss`. The `ssf` commands share `ssfFlags` (issuer + transport flags) and `connectSsf`.
+ * `iss`. `prepareVerification` also builds the undici dispatcher a `--jwks` URL (given or
+ * discovered) is fetched with, so `--cacert` and `--insecure` apply to the JWKS too. `issuerFlags`
+ * carries `--cacert` and `--insecure` (the same definitions as `transportFlags`, so spreading both
+ * is harmless). The `ssf` commands share `ssfFlags` (issuer + transport flags) and `connectSsf`.
  */
 import {Flags} from '@oclif/core'
+import type {Dispatcher} from 'undici'
 
 import {PushpullError} from '../lib/errors.js'
 import {SsfClient} from '../lib/ssf/client.js'
 import {discoverTransmitter, type TransmitterMetadata} from '../lib/ssf/metadata.js'
-import {createHttpClient, type HttpClient, type HttpClientOptions} from '../lib/transport/http.js'
+import {createHttpAgent, createHttpClient, type HttpClient, type HttpClientOptions} from '../lib/transport/http.js'
 import {httpClientOptionsFrom, type TransportContext, type TransportFlagValues, transportFlags} from './transport-flags.js'
 import type {VerifyFlagValues} from './verify-flags.js'
 
@@ -39,10 +48,15 @@ export const issuerFlags = {
     description: 'Discover through /.well-known/risc-configuration (old RISC transmitters) instead of ssf-configuration.',
     helpGroup: GROUP,
   }),
+  // TLS for the metadata and JWKS fetches; the same definitions as transportFlags.
+  cacert: transportFlags.cacert,
+  insecure: transportFlags.insecure,
 }
 
 export interface IssuerFlagValues {
   'allow-http'?: boolean
+  cacert?: string
+  insecure?: boolean
   issuer?: string
   'legacy-risc'?: boolean
 }
@@ -93,6 +107,55 @@ export async function applyIssuerToVerifyFlags<F extends VerifyFlagValues & Issu
 
   const resolved = await applyIssuer(flags, context)
   return {...flags, 'expect-iss': [resolved.expectedIss], jwks: resolved.jwksUrl}
+}
+
+export interface PreparedVerification<F> {
+  /** The flags with --issuer applied (`jwks` and `expect-iss` filled in). */
+  flags: F
+  /**
+   * For `buildVerifier(flags, {dispatcher})`: fetches a `--jwks` URL trusting `--cacert` / under
+   * `--insecure`. Undefined when neither flag is given (undici's global dispatcher is used).
+   */
+  dispatcher?: Dispatcher
+  /** Close the dispatcher this created (an injected `context.http.dispatcher` is left open). Safe twice. */
+  close(): Promise<void>
+}
+
+/**
+ * `applyIssuerToVerifyFlags`, plus the dispatcher for the JWKS fetch. Warns once (not per fetch)
+ * that --insecure turns off certificate checks for the JWKS URL when no discovery already warned.
+ */
+export async function prepareVerification<F extends VerifyFlagValues & IssuerFlagValues & TransportFlagValues>(
+  flags: F,
+  context: IssuerContext,
+): Promise<PreparedVerification<F>> {
+  const seen = new Set<string>()
+  const warn = (message: string): void => {
+    if (seen.has(message)) return
+    seen.add(message)
+    context.warn(message)
+  }
+
+  const applied = await applyIssuerToVerifyFlags(flags, {...context, warn})
+  const jwksUrl = applied.jwks !== undefined && /^https?:\/\//i.test(applied.jwks)
+  const injected = context.http?.dispatcher
+  if (injected !== undefined) return {async close() {}, dispatcher: injected, flags: applied}
+  if (!jwksUrl || (applied.cacert === undefined && applied.insecure !== true)) return {async close() {}, flags: applied}
+  if (applied.insecure === true && applied.issuer === undefined) {
+    warn('--insecure: the TLS certificate of the --jwks URL is NOT verified; anyone on the path can substitute the keys SETs are verified with')
+  }
+
+  const agent = createHttpAgent({caFile: applied.cacert, connectTimeoutMs: applied['connect-timeout'], insecure: applied.insecure})
+  let closed = false
+  return {
+    async close() {
+      if (closed) return
+      closed = true
+      await agent.close()
+    },
+    dispatcher: agent,
+    flags: applied,
+  }
 }
 
 /** Flags every `pushpull ssf ...` management command shares. */

@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
 import {EXIT_CODE_OF} from '../cli/exit-codes.js'
+import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
 import {renderSet} from '../cli/render-set.js'
 import {readAllText, stdinIsTty} from '../cli/stdin.js'
 import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
@@ -59,10 +60,15 @@ non-zero if any failed.`
       description: 'Verify with a JWKS file and an expected issuer',
     },
     {command: '<%= config.bin %> decode < test/fixtures/poll-response.json', description: 'Decode every SET of an RFC 8936 poll response (or a Communication Object)'},
+    {
+      command: '<%= config.bin %> decode --issuer https://tx.example.com "$TOKEN"',
+      description: "Verify with an SSF transmitter's discovered jwks_uri and expect it as the issuer",
+    },
   ]
 
   static override flags = {
     ...verifyFlags,
+    ...issuerFlags,
     'max-input-bytes': Flags.integer({default: 16 * 1024 * 1024, description: 'Largest standard input accepted, in bytes.', min: 1}),
     profile: Flags.string({default: 'ssf', description: 'Lint profile: ssf (SSF 1.0) or caep-interop (also RS256 with a key of at least 2048 bits).', options: [...LINT_PROFILES]}),
     strict: Flags.boolean({default: false, description: 'Make lint findings of severity error fail the SET (ERR_SET_LINT, exit 6).'}),
@@ -70,7 +76,15 @@ non-zero if any failed.`
 
   public async run(): Promise<void> {
     const entries = await this.readEntries()
-    const verifier = await buildVerifier(this.flags)
+    const prepared = await prepareVerification(this.flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
+    try {
+      await this.decodeAll(entries, await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher}))
+    } finally {
+      await prepared.close()
+    }
+  }
+
+  private async decodeAll(entries: TokenEntry[], verifier: SetVerifier): Promise<void> {
     this.verifier = verifier
     if (!verifier.hasKeys) {
       this.warnLoud('no verification key given (--jwks, --verify-key or --secret): signatures are NOT checked; SETs are UNVERIFIED')

@@ -270,6 +270,39 @@ function flattenHeaders(raw: Record<string, string | string[] | undefined>): Rec
   return out
 }
 
+export type HttpAgentOptions = Pick<HttpClientOptions, 'bodyTimeoutMs' | 'ca' | 'caFile' | 'connectTimeoutMs' | 'headersTimeoutMs' | 'insecure'>
+
+/**
+ * The undici Agent an HttpClient would create: timeouts, the default CAs plus `caFile` / `ca`, or
+ * `insecure`. For other fetchers that must trust the same peers (a JWKS URL under `--cacert`).
+ * The caller owns it: `close()` it when done. Throws ERR_CONFIG for an unreadable or non-PEM CA file.
+ */
+export function createHttpAgent(options: HttpAgentOptions = {}): Agent {
+  let extraCa: string | Buffer | undefined = options.ca
+  if (options.caFile !== undefined) {
+    try {
+      extraCa = readFileSync(options.caFile)
+    } catch (error) {
+      throw new PushpullError('ERR_CONFIG', `cannot read the CA file ${options.caFile}: ${(error as Error).message}`, {cause: error})
+    }
+
+    if (!extraCa.toString('latin1').includes('-----BEGIN CERTIFICATE-----')) {
+      throw new PushpullError('ERR_CONFIG', `the CA file ${options.caFile} holds no PEM certificate`)
+    }
+  }
+
+  return new Agent({
+    bodyTimeout: positiveInt('bodyTimeoutMs', options.bodyTimeoutMs, DEFAULT_BODY_TIMEOUT_MS),
+    connect: {
+      // Node's `ca` replaces the default trust store, so keep the defaults next to the extra CA.
+      ...(extraCa === undefined ? {} : {ca: [...defaultCaCertificates(), extraCa.toString()]}),
+      rejectUnauthorized: options.insecure !== true,
+      timeout: positiveInt('connectTimeoutMs', options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS),
+    },
+    headersTimeout: positiveInt('headersTimeoutMs', options.headersTimeoutMs, DEFAULT_HEADERS_TIMEOUT_MS),
+  })
+}
+
 /**
  * The HTTP client. Create one per run (it owns a connection pool) and `close()` it in `finally`.
  */
@@ -305,29 +338,7 @@ export class HttpClient {
     for (const [name, value] of Object.entries(extra)) this.baseHeaders[name.toLowerCase()] = value
 
     if (options.dispatcher === undefined) {
-      let extraCa: string | Buffer | undefined = options.ca
-      if (options.caFile !== undefined) {
-        try {
-          extraCa = readFileSync(options.caFile)
-        } catch (error) {
-          throw new PushpullError('ERR_CONFIG', `cannot read the CA file ${options.caFile}: ${(error as Error).message}`, {cause: error})
-        }
-
-        if (!extraCa.toString('latin1').includes('-----BEGIN CERTIFICATE-----')) {
-          throw new PushpullError('ERR_CONFIG', `the CA file ${options.caFile} holds no PEM certificate`)
-        }
-      }
-
-      this.dispatcher = new Agent({
-        bodyTimeout: this.bodyTimeoutMs,
-        connect: {
-          // Node's `ca` replaces the default trust store, so keep the defaults next to the extra CA.
-          ...(extraCa === undefined ? {} : {ca: [...defaultCaCertificates(), extraCa.toString()]}),
-          rejectUnauthorized: options.insecure !== true,
-          timeout: connectTimeoutMs,
-        },
-        headersTimeout: this.headersTimeoutMs,
-      })
+      this.dispatcher = createHttpAgent({...options, bodyTimeoutMs: this.bodyTimeoutMs, connectTimeoutMs, headersTimeoutMs: this.headersTimeoutMs})
       this.ownsDispatcher = true
     } else {
       this.dispatcher = options.dispatcher
