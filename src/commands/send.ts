@@ -21,7 +21,9 @@ import {decodeToken} from '../lib/set.js'
 import {MemoryLedgerStorage} from '../lib/store.js'
 import {describeSubject} from '../lib/subject.js'
 import {EXPECTED_ERR, TAMPER_MODES, type TamperMode, tamperToken} from '../lib/tamper.js'
+import {wsPeerIdOf} from '../lib/bindings/ws.js'
 import {checkPeerUrl, createHttpClient} from '../lib/transport/http.js'
+import {toWebSocketUrl} from '../lib/transport/ws-client.js'
 
 const DEFAULT_ACK_TIMEOUT_MS = 10_000
 const DEFAULT_RETRIES = 5
@@ -110,9 +112,10 @@ in the outbox); 3 for credentials. With --tamper: 0 when the receiver rejected e
     const {argv} = await this.parse(Send)
     const files = argv.map(String)
     const {flags} = this
-    const url = checkPeerUrl(flags.to)
+    const url = /^wss?:\/\//i.test(flags.to) ? toWebSocketUrl(flags.to) : checkPeerUrl(flags.to)
     const entry = delivererEntryFor(url, flags.via)
-    const peer = peerIdOf(url)
+    // WebSocket peers share the ledger peer id with the HTTP form of the URL (stream, --fallback http).
+    const peer = entry.name === 'ws' ? wsPeerIdOf(url) : peerIdOf(url)
     if (files.length === 0 && flags.event === undefined && stdinIsTty()) {
       throw new PushpullError('ERR_USAGE', 'nothing to send: give --event, event files or tokens, or NDJSON on stdin')
     }

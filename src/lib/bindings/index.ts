@@ -12,6 +12,7 @@ import {createRfc8936Poller} from './poll.js'
 import {createPushDeliverer} from './push.js'
 import {createPushpullHttpDeliverer, createPushpullHttpPoller} from './pushpull-http.js'
 import type {Deliverer, Poller} from './types.js'
+import {createWsDeliverer} from './ws.js'
 
 export type {Deliverer, ExchangeResult, PeerReport, PollParams, Poller, PollResult, RequestPreview} from './types.js'
 export {peerIdOf} from './http-common.js'
@@ -49,6 +50,7 @@ export interface PollerEntry {
 }
 
 const HTTP = ['http:', 'https:'] as const
+const WS = ['ws:', 'wss:', 'http:', 'https:'] as const
 
 export const DELIVERERS: DelivererEntry[] = [
   {
@@ -70,6 +72,26 @@ export const DELIVERERS: DelivererEntry[] = [
     description: 'multi-SET push: application/secevents+json {sets}, 202 {ack, setErrs}',
     name: 'multi-push',
     schemes: HTTP,
+  },
+  {
+    async create(ctx) {
+      const ca = ctx.http.ca ?? (ctx.http.caFile === undefined ? undefined : await (await import('node:fs/promises')).readFile(ctx.http.caFile))
+      return createWsDeliverer({
+        ca,
+        handshakeTimeoutMs: ctx.http.connectTimeoutMs,
+        headers: ctx.http.headers,
+        insecure: ctx.http.insecure,
+        limits: ctx.limits,
+        maxBatch: ctx.maxBatch,
+        maxPayload: ctx.limits?.maxBytes,
+        token: ctx.http.token,
+        url: ctx.url,
+      })
+    },
+    description: 'pushpull WebSocket: one session (subprotocol pushpull), Communication Objects both ways, acks asynchronous; default for ws:// and wss://',
+    isDefault: true,
+    name: 'ws',
+    schemes: WS,
   },
 ]
 
