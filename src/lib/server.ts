@@ -16,7 +16,12 @@
  *   until acked), long-polls unless `returnImmediately`, wakes when SETs are queued, sets
  *   `moreAvailable`.
  *
- * Every request passes, in order: token-in-query refusal (400), Host/Origin check (421/403), route
+ * Hostile peers: connections are capped in total and per remote address (`maxConnections`,
+ * `maxConnectionsPerAddress`, answered 503 / 429 before parsing), and requests per remote address
+ * are rate-limited with a token bucket (`requestRate`, 429 + `Retry-After`), so one peer flooding,
+ * sending garbage or hoarding sockets cannot starve the others.
+ *
+ * Every request passes, in order: request rate (429), token-in-query refusal (400), Host/Origin check (421/403), route
  * (404), method (405 + Allow), bearer token (401 + WWW-Authenticate), content type (415), body
  * limit (413) and timeouts (408), body parse (400 / 413), then the work. Receiving always goes
  * validate -> store (SetReceiver, one transaction) -> report -> answer -> mark delivered.
@@ -52,6 +57,7 @@ import type {Forwarder} from './forwarder.js'
 import {hashSetPayload, type EnqueueResult, type Ledger, type OutgoingSet, type OwedReport} from './ledger.js'
 import type {ReceiveOutcome, SetReceiver} from './receiver.js'
 import {decodeToken} from './set.js'
+import {DEFAULT_REQUEST_RATE, type RateLimit, RateLimiter} from './rate-limit.js'
 import {sanitizeText} from './text.js'
 import {
   checkContentType,
@@ -152,6 +158,12 @@ export interface ListenerOptions {
   limits?: Partial<Pick<CommunicationLimits, 'maxBytes' | 'maxSets' | 'maxSetBytes'>>
   /** Complete request headers within this many ms, else 408. Default 10 000. */
   headersTimeoutMs?: number
+  /** Open connections in total (503 over it). Default 2000. */
+  maxConnections?: number
+  /** Open connections from one remote address (429 over it). Default 128. */
+  maxConnectionsPerAddress?: number
+  /** HTTP requests per remote address (token bucket; 429 + Retry-After over it). Default 1000/s, burst 2000. */
+  requestRate?: RateLimit
   /** Complete request within this many ms, else 408. Default 30 000. */
   requestTimeoutMs?: number
   /** How long an RFC 8936 long poll is held when nothing is queued. Default 30 000. */
@@ -175,6 +187,14 @@ export interface ListenerOptions {
   /** Clock in ms, for `moreAvailable` and long-poll wake-ups (use the ledger's). Default Date.now. */
   now?: () => number
 }
+
+/**
+ * An extra HTTP route set mounted on the listener (`listen --ssf` mounts the SSF transmitter).
+ * Called, after the token-in-query and Host/Origin checks, for paths the listener does not serve
+ * itself; resolves true when it answered the request (errors included), false to fall through to
+ * the next handler and finally the 404.
+ */
+export type ExtraRouteHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean>
 
 /** One Communication Object step: the reply to send, and what to do once it was sent or lost. */
 export interface Exchange {
@@ -217,15 +237,18 @@ export class Listener {
   private readonly maxAcks: number
   private readonly requestTimeoutMs: number
   private readonly queuedListeners = new Map<string, Set<() => void>>()
+  private readonly extraRoutes: ExtraRouteHandler[] = []
   private readonly shutdown = new AbortController()
   private allowedHosts: string[] = []
   private address: AddressInfo | undefined
   private closing: Promise<void> | undefined
   private readonly now: () => number
+  private readonly requestLimiter: RateLimiter
 
   constructor(options: ListenerOptions) {
     this.options = options
     this.now = options.now ?? Date.now
+    this.requestLimiter = new RateLimiter({now: this.now, ...(options.requestRate ?? {perSecond: DEFAULT_REQUEST_RATE})})
     this.receiver = options.receiver
     this.ledger = options.ledger
     this.paths = {...DEFAULT_PATHS, ...options.paths}
@@ -261,6 +284,17 @@ export class Listener {
     this.server = createHttpServer(
       {
         headersTimeoutMs: options.headersTimeoutMs ?? Math.min(DEFAULT_SERVER_HEADERS_TIMEOUT_MS, this.requestTimeoutMs),
+        maxConnections: options.maxConnections,
+        maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+        onConnectionRefused: (address, reason) =>
+          this.report({
+            code: 'ERR_LIMIT_EXCEEDED',
+            message: reason === 'total' ? 'too many connections' : `too many connections from ${sanitizeText(address, 60)}`,
+            method: '',
+            path: '(connection)',
+            status: reason === 'total' ? 503 : 429,
+            type: 'http-error',
+          }),
         requestTimeoutMs: this.requestTimeoutMs,
         tls: options.tls,
       },
@@ -330,6 +364,11 @@ export class Listener {
     }
 
     return results
+  }
+
+  /** Mount extra routes (see `ExtraRouteHandler`), tried in the order added. */
+  addRoutes(handler: ExtraRouteHandler): void {
+    this.extraRoutes.push(handler)
   }
 
   /** Call `fn` whenever SETs are queued for `peer`. Returns the unsubscribe function. */
@@ -443,6 +482,7 @@ export class Listener {
     const method = req.method ?? ''
     const path = requestPath(req)
     try {
+      this.checkRequestRate(req)
       rejectTokenInQuery(req)
       if (this.options.checkHost !== false) {
         checkHostAndOrigin(req, {allowedHosts: this.allowedHosts, allowedOrigins: this.options.allowOrigins, tls: this.options.tls !== undefined})
@@ -451,7 +491,7 @@ export class Listener {
       if (path === this.paths.events) await this.handlePush(req, res)
       else if (path === this.paths.pushpull) await this.handlePushpull(req, res)
       else if (path === this.paths.poll) await this.handlePoll(req, res)
-      else {
+      else if (!(await this.handleExtra(req, res, path))) {
         throw new PushpullError('ERR_MESSAGE_INVALID', `nothing is served at ${sanitizeText(path, 100)}; the endpoints are ${this.paths.events}, ${this.paths.pushpull} and ${this.paths.poll}`, {
           details: {status: 404},
         })
@@ -462,6 +502,33 @@ export class Listener {
       this.report({code: failure.code, message: failure.message, method: sanitizeText(method, 20), path: sanitizeText(path, 100), status, type: 'http-error'})
       sendHttpError(res, failure)
     }
+  }
+
+  /** 429 + Retry-After when the remote address is over its request rate. */
+  private checkRequestRate(req: IncomingMessage): void {
+    const address = req.socket.remoteAddress ?? 'unknown'
+    if (this.requestLimiter.take(address)) return
+    const seconds = Math.max(1, Math.ceil(this.requestLimiter.retryAfterMs(address) / 1000))
+    throw new PushpullError('ERR_LIMIT_EXCEEDED', `too many requests from this address (over ${this.requestLimiter.perSecond} per second); retry after ${seconds} s`, {
+      details: {headers: {connection: 'close', 'retry-after': String(seconds)}, status: 429},
+    })
+  }
+
+  private async handleExtra(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
+    if (this.extraRoutes.length === 0) return false
+    let url: URL
+    try {
+      // Concatenate rather than resolve: a request target like "//other/x" must stay a path.
+      url = new URL(`${this.options.tls === undefined ? 'http' : 'https'}://listener.invalid${req.url ?? path}`)
+    } catch {
+      return false
+    }
+
+    for (const handler of this.extraRoutes) {
+      if (await handler(req, res, url)) return true
+    }
+
+    return false
   }
 
   /** Map storage and internal failures to an HTTP answer; keep the ones that carry a status. */

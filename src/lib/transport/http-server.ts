@@ -12,11 +12,15 @@
  *   `maxHeadersCount` headers (100; node's default is 2000; extra headers are dropped, not parsed).
  * - bodies: `readBody` with `maxBytes` (the caller passes its limit; protocol.md says 1 MiB).
  * - idle keep-alive connections close after `keepAliveTimeoutMs` (5 s, node's default).
+ * - at most `maxConnections` open connections in total (2000) and `maxConnectionsPerAddress` from
+ *   one remote address (128; WebSocket sessions count too, as they keep their connection). Over a
+ *   cap a new connection is answered 503 / 429 with `Retry-After` (plain HTTP) or reset (TLS)
+ *   before a byte of it is parsed, so one peer opening sockets cannot starve the others.
  */
 import {createHash, timingSafeEqual} from 'node:crypto'
-import {createServer as createPlainServer, type IncomingMessage, type Server, type ServerResponse} from 'node:http'
+import {createServer as createPlainServer, type IncomingMessage, type Server, type ServerResponse, STATUS_CODES} from 'node:http'
 import {createServer as createTlsServer} from 'node:https'
-import type {AddressInfo} from 'node:net'
+import type {AddressInfo, Socket} from 'node:net'
 import {networkInterfaces} from 'node:os'
 
 import {PushpullError, type SetErrCode} from '../errors.js'
@@ -27,6 +31,8 @@ export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 5000
 export const DEFAULT_MAX_HEADERS_COUNT = 100
 export const DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 export const DEFAULT_CONNECTIONS_CHECKING_INTERVAL_MS = 1000
+export const DEFAULT_MAX_SERVER_CONNECTIONS = 2000
+export const DEFAULT_MAX_SERVER_CONNECTIONS_PER_ADDRESS = 128
 /** 1 MiB, protocol.md section 4. */
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -45,6 +51,12 @@ export interface HttpServerOptions {
   maxHeaderSize?: number
   /** How often node checks the two timeouts above, in ms. Default 1000. */
   connectionsCheckingIntervalMs?: number
+  /** Open connections in total; more are answered 503 and closed. Default 2000. */
+  maxConnections?: number
+  /** Open connections from one remote address; more are answered 429 and closed. Default 128. */
+  maxConnectionsPerAddress?: number
+  /** Called when a connection is refused by a cap (for counters and logs). */
+  onConnectionRefused?: (address: string, reason: 'total' | 'per-address') => void
 }
 
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void> | void
@@ -110,7 +122,67 @@ export function createHttpServer(options: HttpServerOptions, handler: RequestHan
   server.headersTimeout = headersTimeout
   server.requestTimeout = requestTimeout
   server.keepAliveTimeout = keepAliveTimeout
+  limitConnections(server, {
+    maxConnections: positive('maxConnections', options.maxConnections, DEFAULT_MAX_SERVER_CONNECTIONS),
+    maxPerAddress: positive('maxConnectionsPerAddress', options.maxConnectionsPerAddress, DEFAULT_MAX_SERVER_CONNECTIONS_PER_ADDRESS),
+    onRefused: options.onConnectionRefused,
+    tls: options.tls !== undefined,
+  })
   return server
+}
+
+/**
+ * Count open connections in total and per remote address; refuse new ones over a cap before
+ * node parses them. A plain-HTTP refusal gets a short 503/429 answer with `Retry-After`; a TLS
+ * one is reset (an answer would need the handshake the cap is there to avoid).
+ */
+function limitConnections(
+  server: Server,
+  options: {maxConnections: number; maxPerAddress: number; tls: boolean; onRefused?: (address: string, reason: 'total' | 'per-address') => void},
+): void {
+  const perAddress = new Map<string, number>()
+  let open = 0
+  // Before node's own listener, so a refused connection is never parsed.
+  server.prependListener('connection', (socket: Socket) => {
+    const address = socket.remoteAddress ?? 'unknown'
+    const count = perAddress.get(address) ?? 0
+    const reason = open >= options.maxConnections ? 'total' : count >= options.maxPerAddress ? 'per-address' : undefined
+    if (reason !== undefined) {
+      socket.on('error', () => {})
+      try {
+        options.onRefused?.(address, reason)
+      } catch {
+        // Counting must not break refusing.
+      }
+
+      if (options.tls) {
+        socket.destroy()
+        return
+      }
+
+      const status = reason === 'total' ? 503 : 429
+      const body = JSON.stringify({
+        description: reason === 'total' ? 'too many connections; try again later' : 'too many connections from this address; try again later',
+        err: 'invalid_request',
+      })
+      socket.end(
+        `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      )
+      // Never read what it sends; drop it if it does not go away.
+      socket.pause()
+      setTimeout(() => socket.destroy(), 1000).unref()
+      return
+    }
+
+    open++
+    perAddress.set(address, count + 1)
+    socket.once('close', () => {
+      open--
+      const left = (perAddress.get(address) ?? 1) - 1
+      if (left <= 0) perAddress.delete(address)
+      else perAddress.set(address, left)
+    })
+  })
 }
 
 /** Start listening; resolves with the bound address (pass port 0 for any free port). */
