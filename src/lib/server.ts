@@ -572,10 +572,11 @@ export class Listener {
       return
     }
 
-    const delivered = (): void => {
-      this.ledger.markDelivered(peer, [key])
-      this.report({ack: outcome.status === 'rejected' ? 0 : 1, binding: 'push', peer, setErrs: outcome.status === 'rejected' ? 1 : 0, type: 'answered'})
-    }
+    const delivered = (): void =>
+      afterAnswer(() => {
+        this.ledger.markDelivered(peer, [key])
+        this.report({ack: outcome.status === 'rejected' ? 0 : 1, binding: 'push', peer, setErrs: outcome.status === 'rejected' ? 1 : 0, type: 'answered'})
+      })
 
     if (outcome.status === 'rejected') {
       res.once('finish', delivered)
@@ -728,9 +729,9 @@ export class Listener {
 
   /** Write the answer; commit the exchange once it was handed to the socket, fail it otherwise. */
   private sendAfter(res: ServerResponse, exchange: Exchange, status: number, body: string): void {
-    res.once('finish', () => exchange.commit())
+    res.once('finish', () => afterAnswer(() => exchange.commit()))
     res.once('close', () => {
-      if (!res.writableFinished) exchange.fail()
+      if (!res.writableFinished) afterAnswer(() => exchange.fail())
     })
     const buffer = Buffer.from(body)
     const headers: Record<string, string> = {'cache-control': 'no-store', 'content-length': String(buffer.length), 'content-type': 'application/json'}
@@ -771,6 +772,20 @@ export class Listener {
       this.shutdown.signal.addEventListener('abort', done, {once: true})
       req.socket.once('close', done)
     })
+  }
+}
+
+/**
+ * Book-keeping once an answer was written or lost runs from a socket event, where a throw would be
+ * an uncaught exception that ends the process. The only expected failure is a state store closed
+ * by a shutdown racing the last answer: then the ack simply stays owed (sent again later, and a
+ * redelivered SET is a duplicate, never processed twice), so it is dropped here.
+ */
+function afterAnswer(fn: () => void): void {
+  try {
+    fn()
+  } catch {
+    // See above: the state keeps the ack owed.
   }
 }
 

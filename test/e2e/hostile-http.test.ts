@@ -251,3 +251,24 @@ describe('RateLimiter', () => {
     expect(() => new RateLimiter({perSecond: 0})).toThrow(/perSecond must be a positive number, got 0/)
   })
 })
+
+describe('regression: book-keeping after an answer never throws from a socket event', () => {
+  it('a state store closed before the 202 finished writing does not become an uncaught exception', async () => {
+    const uncaught: unknown[] = []
+    const onUncaught = (error: unknown): void => {
+      uncaught.push(error)
+    }
+
+    process.on('uncaughtException', onUncaught)
+    cleanups.push(() => {
+      process.off('uncaughtException', onUncaught)
+    })
+    let closeLedger = (): void => {}
+    const {port, ledger} = await start({afterStore: () => closeLedger()})
+    closeLedger = () => ledger.close()
+    const reply = await send(port, '/events', {body: minted().token, headers: {'content-type': 'application/secevent+jwt'}})
+    expect(reply.status).toBe(202)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(uncaught).toEqual([])
+  })
+})
