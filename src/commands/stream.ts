@@ -7,7 +7,7 @@ import {formatRecord, type ListenRecord, recordsOf} from '../cli/listen-output.j
 import {completeTemplate, readSetInputs, setInputFlags} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
-import {stdinIsTty} from '../cli/stdin.js'
+import {inputStream, stdinIsTty} from '../cli/stdin.js'
 import {httpClientOptionsFrom, parseDuration, transportFlags} from '../cli/transport-flags.js'
 import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
 import {type ClientEvent, WsSessionClient} from '../lib/bindings/ws.js'
@@ -264,7 +264,9 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
       this.signal.removeEventListener('abort', onAbort)
       await client.stop()
       await running
-      await feeding.catch(() => {})
+      // Stop reading a stdin that may stay open for hours; the reader then ends.
+      if (!inputDone && files.length === 0 && flags.event === undefined) inputStream().destroy()
+      await Promise.race([feeding.catch(() => {}), new Promise((resolve) => setTimeout(resolve, 200))])
       await reviewing?.catch(() => {})
     } finally {
       clearTimeout(durationTimer)
