@@ -4,6 +4,8 @@ import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
+import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
+import {openLedgerWithSsfStreams, ssfListenFlags, ssfSigningKey} from '../cli/ssf-listen.js'
 import {createStatusLine, formatCounts, formatRecord, forwardRecordOf, type ListenRecord, recordsOf} from '../cli/listen-output.js'
 import {completeTemplate, readSetInputs} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
@@ -16,6 +18,9 @@ import {shortNameOf} from '../lib/events.js'
 import {Forwarder} from '../lib/forwarder.js'
 import type {Ledger, OutgoingSet} from '../lib/ledger.js'
 import {mintSet} from '../lib/mint.js'
+import {mountSsfTransmitter} from '../lib/ssf/mount.js'
+import type {SsfStreamStore} from '../lib/ssf/store.js'
+import type {SsfTransmitter} from '../lib/ssf/transmitter.js'
 import {SetReceiver} from '../lib/receiver.js'
 import {
   createListener,
@@ -103,10 +108,20 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       description: 'Offer a signed SET to pollers (POST /poll) and pushpull peers (POST /pushpull)',
     },
     {command: '<%= config.bin %> listen --port 0 --memory-state --forward-to https://rp.example/events --json --max-events 1', description: 'Relay every accepted SET downstream, NDJSON output'},
+    {
+      command: '<%= config.bin %> listen --ssf --port 8080 --token rx=s3cr3t-token',
+      description: 'Also be an SSF transmitter: receivers discover http://127.0.0.1:8080, create poll streams and verify them ("pushpull ssf ...")',
+    },
+    {
+      command: '<%= config.bin %> listen --issuer https://tx.example.com --port 0 --memory-state --max-events 1',
+      description: "Verify received SETs with an SSF transmitter's discovered jwks_uri and expect its issuer",
+    },
   ]
 
   static override flags = {
     ...verifyFlags,
+    ...issuerFlags,
+    ...ssfListenFlags,
     ...stateFlags,
     ack: Flags.string({
       default: 'auto',
@@ -211,7 +226,17 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
 
     const tokens = await this.readTokens()
     const tls = flags['tls-cert'] === undefined ? undefined : {cert: await readPem(flags['tls-cert'], '--tls-cert'), key: await readPem(flags['tls-key']!, '--tls-key')}
-    const verifier = await buildVerifier(flags)
+    // --token / --token-file here are the tokens peers present to us, never sent to a transmitter.
+    const prepared = await prepareVerification({...flags, token: undefined, 'token-file': undefined}, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
+    let verifier
+    try {
+      verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher})
+    } catch (error) {
+      await prepared.close()
+      throw error
+    }
+
+    const ssfKey = flags.ssf ? await ssfSigningKey({kid: flags.kid, 'signing-key': flags['signing-key']}) : undefined
     const crashAfterStore = process.env[CRASH_AFTER_STORE_ENV] === '1'
     const json = this.jsonEnabled()
     const status = createStatusLine(process.stderr, () => formatCounts(listener.counts, this.theme.err))
@@ -227,12 +252,15 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     let ledger: Ledger | undefined
     let listener!: Listener
     let sessions: SessionServerHandle | undefined
+    let ssfStreams: SsfStreamStore | undefined
+    let transmitter: SsfTransmitter | undefined
     const stopper = new AbortController()
     let failure: unknown
     let received = 0
     const review = new ReviewQueue()
     try {
-      ledger = openStateLedger(flags)
+      if (flags.ssf) ({ledger, streams: ssfStreams} = openLedgerWithSsfStreams(flags))
+      else ledger = openStateLedger(flags)
       if (flags['forward-to'] !== undefined) {
         const {createHttpClient} = await import('../lib/transport/http.js')
         client = createHttpClient(
@@ -286,6 +314,18 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
           pingIntervalMs: flags['ping-interval'],
         })
       }
+      if (ssfKey !== undefined && ssfStreams !== undefined) {
+        const audience = flags['ssf-audience']
+        transmitter = mountSsfTransmitter(listener, {
+          audience: audience === undefined || audience.length === 0 ? undefined : audience.length === 1 ? audience[0] : audience,
+          jwks: ssfKey.jwks,
+          minVerificationIntervalSec: flags['ssf-min-verification-interval'],
+          signer: ssfKey.signer,
+          store: ssfStreams,
+        })
+        this.note(`SSF transmitter: issuer ${url}, metadata ${transmitter.metadataUrl}, ${ssfStreams.list().length} stream(s); signing key ${ssfKey.signer.kid ?? '(no kid)'}${ssfKey.generated ? ' (generated for this run)' : ''}`)
+      }
+
       const endpoints = {events: `${url}${listener.paths.events}`, poll: `${url}${listener.paths.poll}`, pushpull: `${url}${listener.paths.pushpull}`}
       this.note(`listening on ${url}`)
       if (json) this.emitJson({ack: manual ? 'manual' : 'auto', endpoints, peers: listener.peers, type: 'listening', url, verified: verifier.hasKeys} satisfies ListenRecord)
@@ -335,6 +375,8 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       await Promise.all(tasks)
     } finally {
       status.stop()
+      transmitter?.close()
+      await prepared.close()
       await sessions?.close()
       // listener may be unset when start-up failed before it was created.
       if (listener !== undefined) await listener.close()

@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
+import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
 import {receivedRecord, renderReceived} from '../cli/report.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {httpClientOptionsFrom, transportFlags} from '../cli/transport-flags.js'
@@ -10,6 +11,7 @@ import {peerIdOf, pollerEntryFor, pollerNames} from '../lib/bindings/index.js'
 import {runPollSession} from '../lib/poll-session.js'
 import {SetReceiver} from '../lib/receiver.js'
 import {checkPeerUrl, createHttpClient} from '../lib/transport/http.js'
+import type {SetVerifier} from '../lib/verify.js'
 
 /** Headers timeout for long polls when --timeout is not given: a transmitter may hold the request this long. */
 const LONG_POLL_TIMEOUT_MS = 60_000
@@ -48,11 +50,16 @@ Without --jwks/--verify-key/--secret nothing is verified and SETs are shown UNVE
     {command: '<%= config.bin %> poll http://127.0.0.1:8935/poll --memory-state --return-immediately --secret s3cret', description: 'One RFC 8936 poll against a local "pushpull listen"'},
     {command: '<%= config.bin %> poll http://127.0.0.1:8935/poll --memory-state --follow --jwks https://idp.example/jwks.json --json', description: 'Keep polling, print received SETs as JSON lines'},
     {command: '<%= config.bin %> poll http://127.0.0.1:8935/pushpull --via pushpull --memory-state --secret s3cret', description: 'Poll over the pushpull HTTP binding'},
+    {
+      command: '<%= config.bin %> poll http://127.0.0.1:8935/poll --issuer http://127.0.0.1:8935 --allow-http --token-file rx.token --memory-state --return-immediately',
+      description: 'Poll an SSF stream of "pushpull listen --ssf", verifying with the discovered jwks_uri and issuer',
+    },
   ]
 
   static override flags = {
     ...verifyFlags,
     ...transportFlags,
+    ...issuerFlags,
     ...stateFlags,
     ack: Flags.string({
       default: 'auto',
@@ -72,7 +79,21 @@ Without --jwks/--verify-key/--secret nothing is verified and SETs are shown UNVE
     const url = checkPeerUrl(this.args.url)
     const entry = pollerEntryFor(flags.via)
     const peer = peerIdOf(url)
-    const verifier = await buildVerifier(flags)
+    const prepared = await prepareVerification(flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
+    try {
+      return await this.pollWith(prepared.flags, await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher}), url, entry, peer)
+    } finally {
+      await prepared.close()
+    }
+  }
+
+  private async pollWith(
+    flags: Poll['flags'],
+    verifier: SetVerifier,
+    url: URL,
+    entry: ReturnType<typeof pollerEntryFor>,
+    peer: string,
+  ): Promise<PollSummary> {
     const httpOptions = await httpClientOptionsFrom(flags, {userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
     if (flags.timeout === undefined && !flags['return-immediately'] && entry.name === 'poll') {
       httpOptions.headersTimeoutMs = LONG_POLL_TIMEOUT_MS

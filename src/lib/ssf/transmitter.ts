@@ -60,6 +60,12 @@ export interface SsfTransmitterOptions {
   jwks: {keys: ReadonlyArray<Record<string, unknown>>}
   /** Bearer token required on the management API and the built-in poll endpoint. Default none (open). */
   token?: string
+  /**
+   * Check a management or poll request's credentials instead of `token` (throw a PushpullError
+   * with `details.status` 401 to refuse). `listen --ssf` passes the listener's own token check.
+   * `authorization_schemes` in the metadata is announced when either this or `token` is given.
+   */
+  authorize?: (req: IncomingMessage) => void
   /** Stream storage. Default in memory. */
   store?: SsfStreamStore
   /** `aud` of every stream created. Default "pushpull-receiver". */
@@ -150,7 +156,7 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
     add_subject_endpoint: `${base}/ssf/subjects:add`,
     remove_subject_endpoint: `${base}/ssf/subjects:remove`,
     verification_endpoint: `${base}/ssf/verify`,
-    ...(options.token === undefined ? {} : {authorization_schemes: [{spec_urn: 'urn:ietf:rfc:6750'}]}),
+    ...(options.token === undefined && options.authorize === undefined ? {} : {authorization_schemes: [{spec_urn: 'urn:ietf:rfc:6750'}]}),
     default_subjects: 'ALL',
   }
 
@@ -437,7 +443,8 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
   }
 
   function authorize(req: IncomingMessage): void {
-    if (options.token !== undefined) checkBearer(req, options.token)
+    if (options.authorize !== undefined) options.authorize(req)
+    else if (options.token !== undefined) checkBearer(req, options.token)
   }
 
   return {
