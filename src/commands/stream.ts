@@ -204,7 +204,18 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
             if (outcome.verdict === 'undecided' && flags.interactive) reviewQueue.push(outcome.set)
           }
 
-          if (flags.interactive && reviewQueue.length > 0 && reviewing === undefined) reviewing = this.review(reviewQueue, ledger!, client!, status, stopper.signal)
+          if (flags.interactive && reviewQueue.length > 0 && reviewing === undefined) {
+            reviewing = this.review(reviewQueue, ledger!, client!, status, stopper.signal)
+              .catch((error: unknown) => {
+                if (!stopper.signal.aborted) {
+                  failure ??= error
+                  stopper.abort()
+                }
+              })
+              .finally(() => {
+                reviewing = undefined
+              })
+          }
           if (flags['max-events'] !== undefined && received >= flags['max-events']) stopWith('max-events')
         }
 
@@ -328,12 +339,17 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
     }
   }
 
-  private async review(queue: VerifiedSet[], ledger: Ledger, client: WsSessionClient, status: {clear(): void}, signal: AbortSignal): Promise<void> {
-    while (queue.length > 0 && !signal.aborted) {
-      const batch = queue.splice(0)
-      status.clear()
-      await reviewReceived(batch, {ledger, peer: client.peer, signal, theme: this.theme})
-      client.kick()
+  private async review(queue: VerifiedSet[], ledger: Ledger, client: WsSessionClient, status: {pause(paused: boolean): void}, signal: AbortSignal): Promise<void> {
+    // The status line stays quiet while a prompt is open.
+    status.pause(true)
+    try {
+      while (queue.length > 0 && !signal.aborted) {
+        const batch = queue.splice(0)
+        await reviewReceived(batch, {ledger, peer: client.peer, signal, theme: this.theme})
+        client.kick()
+      }
+    } finally {
+      status.pause(false)
     }
   }
 
@@ -395,13 +411,15 @@ async function readCa(path: string): Promise<Buffer> {
 }
 
 /** The live status line (stderr, TTY only). */
-function createStatus(render: () => string): {clear(): void; update(): void; stop(): void} {
+function createStatus(render: () => string): {clear(): void; update(): void; stop(): void; pause(paused: boolean): void} {
   const stream = process.stderr
-  if (!stream.isTTY) return {clear() {}, stop() {}, update() {}}
+  if (!stream.isTTY) return {clear() {}, pause() {}, stop() {}, update() {}}
   let shown = false
+  let paused = false
   let timer: NodeJS.Timeout | undefined
   const draw = (): void => {
     timer = undefined
+    if (paused) return
     const text = render()
     const width = stream.columns ?? 120
     stream.write(`\r\u001B[2K${text.length > width ? `${text.slice(0, width - 1)}…` : text}`)
@@ -414,6 +432,13 @@ function createStatus(render: () => string): {clear(): void; update(): void; sto
     clear() {
       if (shown) stream.write('\r\u001B[2K')
       shown = false
+    },
+    pause(value: boolean) {
+      paused = value
+      if (paused && shown) {
+        stream.write('\r\u001B[2K')
+        shown = false
+      }
     },
     stop() {
       clearInterval(ticker)
