@@ -201,6 +201,24 @@ describe('SqliteSsfStreamStore', () => {
     expect(store.get('s')).toEqual(stream('s'))
   })
 
+  it('a transmitter started on stored streams re-stamps their issuer and poll endpoint', async () => {
+    const {store} = openSqlite()
+    store.put(stream('old-poll'))
+    const push = stream('old-push', {config: {...stream('old-push').config, delivery: {endpoint_url: 'https://rx.example/events', method: 'urn:ietf:rfc:8935'}}})
+    store.put(push)
+    const pair = await generateKeyPair('ES256', 'k1')
+    const transmitter = createSsfTransmitter({
+      issuer: 'http://127.0.0.1:9999',
+      jwks: pair.publicJwks as unknown as {keys: Array<Record<string, unknown>>},
+      pollUrl: () => 'http://127.0.0.1:9999/poll',
+      signer: {alg: 'ES256', key: createPrivateKey(pair.privatePem), kid: pair.kid},
+      store,
+    })
+    transmitter.close()
+    expect(store.get('old-poll')?.config).toMatchObject({delivery: {endpoint_url: 'http://127.0.0.1:9999/poll', method: DELIVERY_POLL}, iss: 'http://127.0.0.1:9999'})
+    expect(store.get('old-push')?.config).toMatchObject({delivery: {endpoint_url: 'https://rx.example/events'}, iss: 'http://127.0.0.1:9999'})
+  })
+
   it("backs the transmitter handler: a stream created over HTTP is there after a restart", async () => {
     const path = tempPath()
     const pair = await generateKeyPair('ES256', 'k1')

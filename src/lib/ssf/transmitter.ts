@@ -23,6 +23,9 @@
  * (or setErr'd) by the poller. Events are only queued for an enabled stream (paused streams hold
  * them; disabled streams drop them), and ordinary events only when their type is in
  * `events_delivered`.
+ *
+ * Streams already in `store` (from an earlier run) are re-stamped at creation with this run's
+ * `issuer` and, for poll streams, this run's poll endpoint.
  */
 import {randomUUID} from 'node:crypto'
 import type {IncomingMessage, ServerResponse} from 'node:http'
@@ -161,6 +164,17 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
   }
 
   const pollUrlOf = (streamId: string): string => options.pollUrl?.(streamId) ?? `${base}/ssf/poll/${encodeURIComponent(streamId)}`
+
+  // Streams kept from an earlier run (a durable store) follow this run's issuer and poll endpoint:
+  // `listen --ssf` on another port or host is still the transmitter of those streams.
+  for (const stream of store.list()) {
+    const {config} = stream
+    const pollEndpoint = config.delivery.method === DELIVERY_POLL ? pollUrlOf(config.stream_id) : config.delivery.endpoint_url
+    if (config.iss === issuer && config.delivery.endpoint_url === pollEndpoint) continue
+    config.iss = issuer
+    if (pollEndpoint !== undefined) config.delivery.endpoint_url = pollEndpoint
+    store.put(stream)
+  }
 
   function wake(streamId: string): void {
     const set = waiters.get(streamId)
