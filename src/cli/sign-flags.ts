@@ -3,6 +3,7 @@ import {Flags} from '@oclif/core'
 
 import {PushpullError} from '../lib/errors.js'
 import {readSigningKey, secretSigner, type Signer, SIGNING_ALGORITHMS, unsignedSigner} from '../lib/keys.js'
+import {warnIfOthersCanRead} from './transport-flags.js'
 
 const group = 'SIGNING'
 
@@ -41,8 +42,11 @@ export interface SignFlagValues {
   unsigned?: boolean
 }
 
-/** Build the signer the flags describe: --signing-key, else --secret, else --unsigned; one is required. */
-export async function buildSigner(flags: SignFlagValues): Promise<Signer> {
+/**
+ * Build the signer the flags describe: --signing-key, else --secret, else --unsigned; one is
+ * required. `warn` is told when the private key file is readable by other users.
+ */
+export async function buildSigner(flags: SignFlagValues, warn?: (message: string) => void): Promise<Signer> {
   const key = flags['signing-key']
   if (flags.unsigned) {
     if (key !== undefined) throw new PushpullError('ERR_USAGE', '--unsigned and --signing-key contradict each other; pick one')
@@ -50,7 +54,11 @@ export async function buildSigner(flags: SignFlagValues): Promise<Signer> {
     return unsignedSigner(flags.kid)
   }
 
-  if (key !== undefined) return readSigningKey(key, {alg: flags.alg, kid: flags.kid})
+  if (key !== undefined) {
+    if (warn !== undefined) await warnIfOthersCanRead(key, 'private key file', warn)
+    return readSigningKey(key, {alg: flags.alg, kid: flags.kid})
+  }
+
   if (flags.secret !== undefined) {
     if (flags.secret === '') throw new PushpullError('ERR_KEY_INVALID', 'the HMAC secret (--secret / PUSHPULL_SECRET) is empty')
     return secretSigner(flags.secret, {alg: flags.alg, kid: flags.kid})

@@ -150,6 +150,22 @@ export function parseHeaderFlags(values: readonly string[] = []): Record<string,
   return headers
 }
 
+/**
+ * Warn when group or others can read a file holding a secret (token file, private key, TLS key).
+ * Says nothing when the file cannot be examined: reading it reports that.
+ */
+export async function warnIfOthersCanRead(path: string, what: string, warn: (message: string) => void): Promise<void> {
+  if (process.platform === 'win32') return
+  try {
+    const info = await stat(path)
+    if (info.isFile() && (info.mode & 0o077) !== 0) {
+      warn(`the ${what} ${path} is readable by other users (mode ${(info.mode & 0o777).toString(8)}); run: chmod 600 ${path}`)
+    }
+  } catch {
+    // The read that follows names the problem.
+  }
+}
+
 /** Read a token file: first line, trimmed; warn when group or others can read it. */
 export async function readTokenFile(path: string, warn: (message: string) => void): Promise<string> {
   let text: string

@@ -52,7 +52,7 @@ SETs (alg "none") only with --unsigned.`
       throw new PushpullError('ERR_USAGE', 'nothing to mint: give --event, event files, or NDJSON on stdin')
     }
 
-    const signer = await buildSigner(flags)
+    const signer = await buildSigner(flags, (message) => this.warnLoud(message))
     if (signer.alg === 'none') this.warnLoud('minting UNSIGNED SETs (alg "none"): receivers refuse them unless told to accept unsigned SETs')
     const defaults = {aud: flags.aud, iss: flags.iss, txn: flags.txn}
     const inputs = readSetInputs({assignments: flags.set, count: flags.count, event: flags.event, files, subject: flags.subject})

@@ -143,7 +143,7 @@ in the outbox); 3 for credentials. With --tamper: 0 when the receiver rejected e
     const {flags} = this
     let signer: Signer | undefined
     const signerOf = async (): Promise<Signer> => {
-      signer ??= await buildSigner(flags)
+      signer ??= await buildSigner(flags, (message) => this.warnLoud(message))
       return signer
     }
 
