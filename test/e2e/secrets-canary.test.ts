@@ -142,7 +142,6 @@ describe('secrets canary', () => {
   it('runs every command with the secrets and finds them in nothing it wrote', async () => {
     const tokenFile = secretFile('token.txt', `${TOKEN}\n`)
     const wrongTokenFile = secretFile('wrong-token.txt', `${WRONG_TOKEN}\n`)
-    const listenTokens = secretFile('listen-tokens.txt', `canary=${TOKEN}\n`)
     const key = join(keyDir, 'private.pem')
     const jwks = join(keyDir, 'jwks.json')
     const secretEnv = {PUSHPULL_SECRET: SECRET}
