@@ -11,10 +11,12 @@ import {join} from 'node:path'
 import {afterEach, describe, expect, it} from 'vitest'
 
 import Decode from '../../src/commands/decode.js'
+import Listen from '../../src/commands/listen.js'
 import {prepareVerification} from '../../src/cli/issuer-flag.js'
-import {runCommand, ROOT} from '../helpers/cli.js'
+import {jsonLines, runCommand, ROOT} from '../helpers/cli.js'
 import {rejection} from '../helpers/errors.js'
 import {startSsfTransmitter} from '../helpers/peers/ssf-transmitter.js'
+import {unusedPort} from '../helpers/ports.js'
 import {generatePeerKey, makeSetClaims, type PeerSigningKey, publicJwks, signSet} from '../helpers/peers/set-token.js'
 
 const TLS_DIR = join(ROOT, 'test', 'fixtures', 'tls')
@@ -110,6 +112,38 @@ describe('decode --issuer against the spec SSF transmitter', () => {
     expect(errorOf(both)).toEqual(expect.objectContaining({code: 'ERR_USAGE', message: '--issuer and --jwks both name the verification keys; give one of them'}))
     const iss = await runCommand(Decode, [token, '--issuer', liar.issuer, '--allow-http', '--expect-iss', 'x', '--json'])
     expect(errorOf(iss)).toEqual(expect.objectContaining({code: 'ERR_USAGE', message: '--issuer already sets the expected issuer; drop --expect-iss'}))
+  })
+})
+
+describe('listen --issuer against the spec SSF transmitter', () => {
+  it('verifies pushed SETs with the discovered keys and refuses another issuer with invalid_issuer', async () => {
+    const peer = await startSsfTransmitter()
+    cleanups.push(async () => peer.close())
+    const port = await unusedPort()
+    const running = runCommand(Listen, ['--issuer', peer.issuer, '--allow-http', '--port', String(port), '--memory-state', '--max-events', '1', '--json'])
+    const push = async (token: string): Promise<{status: number; body: string}> => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const response = await fetch(`http://127.0.0.1:${port}/events`, {body: token, headers: {'content-type': 'application/secevent+jwt'}, method: 'POST'})
+          return {body: await response.text(), status: response.status}
+        } catch (error) {
+          if (attempt > 200) throw error
+          await new Promise((resolve) => setTimeout(resolve, 25))
+        }
+      }
+    }
+
+    const foreign = await push(signSet(makeSetClaims({iss: 'https://other.example'}), peer.key))
+    expect(foreign.status).toBe(400)
+    expect(JSON.parse(foreign.body)).toMatchObject({err: 'invalid_issuer'})
+    const good = await push(signSet(makeSetClaims({iss: peer.issuer}), peer.key))
+    expect(good.status).toBe(202)
+    const result = await running
+    expect(result.exitCode).toBe(0)
+    const records = jsonLines(result.stdout) as Array<Record<string, unknown>>
+    expect(records[0]).toMatchObject({type: 'listening', verified: true})
+    expect(records.find((record) => record.type === 'set')).toMatchObject({iss: peer.issuer, status: 'new', verified: true})
+    expect(peer.requests.map((request) => request.path)).toEqual(['/.well-known/ssf-configuration', '/jwks'])
   })
 })
 

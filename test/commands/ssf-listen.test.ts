@@ -9,7 +9,7 @@
  */
 import {type ChildProcessWithoutNullStreams, spawn} from 'node:child_process'
 import {createPrivateKey} from 'node:crypto'
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -172,9 +172,9 @@ describe('listen --ssf (spawned) with the ssf commands and poll', () => {
 })
 
 describe('mountSsfTransmitter on the library listener', () => {
-  async function start(tokens = [{name: 'rx', token: TOKEN}]): Promise<{listener: Listener; transmitter: SsfTransmitter; ledger: Ledger}> {
+  async function start(tokens = [{name: 'rx', token: TOKEN}], tls?: {cert: Buffer; key: Buffer}): Promise<{listener: Listener; transmitter: SsfTransmitter; ledger: Ledger}> {
     const ledger = new Ledger({storage: new MemoryLedgerStorage()})
-    const listener = createListener({ledger, longPollTimeoutMs: 50, port: 0, receiver: new SetReceiver({ledger, verifier: createVerifier()}), tokens})
+    const listener = createListener({ledger, longPollTimeoutMs: 50, port: 0, receiver: new SetReceiver({ledger, verifier: createVerifier()}), tls, tokens})
     await listener.listen()
     const pair = await generateKeyPair('ES256', 'k1')
     const transmitter = mountSsfTransmitter(listener, {
@@ -238,5 +238,27 @@ describe('mountSsfTransmitter on the library listener', () => {
     const acked = (await (await fetch(`${listener.url}/poll`, {body: JSON.stringify({ack: jtis, returnImmediately: true}), headers: auth, method: 'POST'})).json()) as {sets: Record<string, string>}
     expect(acked.sets).toEqual({})
     expect(listener.counts.acked).toBe(2)
+  })
+
+  it('over https: ssf verify and poll --issuer fetch metadata and JWKS trusting --cacert, and fail without it', async () => {
+    const tlsDir = join(ROOT, 'test', 'fixtures', 'tls')
+    const ca = join(tlsDir, 'localhost.crt')
+    const {listener} = await start([{name: 'rx', token: TOKEN}], {cert: readFileSync(ca), key: readFileSync(join(tlsDir, 'localhost.key'))})
+    expect(listener.url).toMatch(/^https:/)
+    const common = ['--issuer', listener.url, '--token', TOKEN, '--cacert', ca]
+    const untrusted = await runCommand(SsfStreamsList, ['--issuer', listener.url, '--token', TOKEN, '--json'])
+    expect(errorOf(untrusted).code).toBe('ERR_TLS')
+
+    const created = await runCommand(SsfStreamsCreate, [...common, '--poll', '--json'])
+    expect(created.exitCode).toBe(0)
+    const {stream_id: id} = JSON.parse(created.stdout) as {stream_id: string}
+    const verified = await runCommand(SsfVerify, [id, ...common, '--interval', '50ms', '--verify-timeout', '10s', '--json'])
+    expect(verified.exitCode).toBe(0)
+    expect(JSON.parse(verified.stdout)).toMatchObject({signed: true, verified: true})
+
+    expect((await runCommand(SsfVerify, [id, ...common, '--no-wait', '--json'])).exitCode).toBe(0)
+    const polled = await runCommand(Poll, [`${listener.url}/poll`, ...common, '--memory-state', '--return-immediately', '--json'])
+    expect(polled.exitCode).toBe(0)
+    expect(jsonLines(polled.stdout).at(-1)).toMatchObject({acked: 1, received: 1, type: 'summary'})
   })
 })

@@ -8,6 +8,7 @@ import {JwksUrlKeySource} from '../../lib/keys.js'
 import {DELIVERY_POLL} from '../../lib/ssf/metadata.js'
 import {awaitVerification, DEFAULT_VERIFY_INTERVAL_MS, DEFAULT_VERIFY_TIMEOUT_MS, newVerificationState, type StreamUpdate, type VerificationOutcome} from '../../lib/ssf/verification.js'
 import {sanitizeText} from '../../lib/text.js'
+import {createHttpAgent} from '../../lib/transport/http.js'
 import {createVerifier} from '../../lib/verify.js'
 
 type VerifyResult = ({requested: true; verified: false} & {stream_id: string; state: string}) | ({requested: true; verified: true; stream_id: string} & VerificationOutcome)
@@ -68,10 +69,13 @@ For push streams, use --no-wait and watch "pushpull listen" for the verification
           throw new PushpullError('ERR_PEER_PROTOCOL', 'the transmitter metadata has no jwks_uri, so its verification SET cannot be verified (use --allow-unsigned only for unsigned test transmitters)')
         }
 
+        // The JWKS is fetched under the same TLS rules as the rest: --cacert, --insecure.
+        const tlsFlagsGiven = this.flags.cacert !== undefined || this.flags.insecure
+        const agent = metadata.jwks_uri !== undefined && tlsFlagsGiven ? createHttpAgent({caFile: this.flags.cacert, insecure: this.flags.insecure}) : undefined
         const verifier = createVerifier({
           allowUnsigned: this.flags['allow-unsigned'],
           issuer: metadata.issuer,
-          keys: metadata.jwks_uri === undefined ? [] : [new JwksUrlKeySource(metadata.jwks_uri)],
+          keys: metadata.jwks_uri === undefined ? [] : [new JwksUrlKeySource(metadata.jwks_uri, {dispatcher: agent})],
         })
         const outcome = await awaitVerification({
           client: http,
@@ -84,7 +88,7 @@ For push streams, use --no-wait and watch "pushpull listen" for the verification
           streamId,
           timeoutMs: this.flags['verify-timeout'],
           verifier,
-        })
+        }).finally(async () => agent?.close())
         if (!this.jsonEnabled()) {
           this.log(`${this.theme.out.green('verified')}: stream ${streamId} delivered verification SET ${sanitizeText(outcome.jti, 80)} from ${sanitizeText(outcome.iss, 200)} with our state${outcome.signed ? ', signature valid' : ' (UNSIGNED)'}; acked`)
         }

@@ -23,7 +23,7 @@ The answer is checked: "iss" must equal the discovered issuer, "aud" and "events
     if (!this.jsonEnabled()) {
       this.log(renderStream(config))
       if (config.delivery.method === 'urn:ietf:rfc:8936' && config.delivery.endpoint_url !== undefined) {
-        this.note(`poll it with: pushpull poll ${config.delivery.endpoint_url} --issuer ${config.iss}`)
+        this.note(`poll it with: pushpull poll ${config.delivery.endpoint_url} --issuer ${config.iss}${this.flags['allow-http'] ? ' --allow-http' : ''} (plus the bearer token: --token-file FILE)`)
       }
     }
 
