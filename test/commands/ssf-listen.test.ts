@@ -240,6 +240,35 @@ describe('mountSsfTransmitter on the library listener', () => {
     expect(listener.counts.acked).toBe(2)
   })
 
+  it('holds the events of a paused stream and releases them when it is enabled again', async () => {
+    const {listener, transmitter} = await start()
+    const created = await fetch(`${listener.url}/ssf/stream`, {body: '{}', headers: auth, method: 'POST'})
+    const {stream_id: id} = (await created.json()) as {stream_id: string}
+    const status = async (value: string): Promise<number> =>
+      (await fetch(`${listener.url}/ssf/status`, {body: JSON.stringify({status: value, stream_id: id}), headers: auth, method: 'POST'})).status
+    expect(await status('paused')).toBe(200)
+    expect((await fetch(`${listener.url}/ssf/verify`, {body: JSON.stringify({state: 'held', stream_id: id}), headers: auth, method: 'POST'})).status).toBe(204)
+    expect(listener.counts.queued).toBe(0)
+    expect(await status('enabled')).toBe(200)
+    expect(listener.counts.queued).toBe(1)
+
+    // A transmitter-initiated pause is announced at once; what follows waits for the re-enable.
+    await transmitter.setStreamStatus(id, 'paused', 'maintenance')
+    expect(listener.counts.queued).toBe(2)
+    await transmitter.queueEvent(id, {events: {'https://schemas.openid.net/secevent/caep/event-type/session-revoked': {event_timestamp: 1}}})
+    expect(listener.counts.queued).toBe(2)
+    await transmitter.setStreamStatus(id, 'enabled')
+    expect(listener.counts.queued).toBe(4)
+    const polled = (await (await fetch(`${listener.url}/poll`, {body: '{"returnImmediately":true}', headers: auth, method: 'POST'})).json()) as {sets: Record<string, string>}
+    const events = Object.values(polled.sets).map((token) => Object.keys((JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as {events: Record<string, unknown>}).events)[0])
+    expect(events).toEqual([
+      'https://schemas.openid.net/secevent/ssf/event-type/verification',
+      'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
+      'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
+      'https://schemas.openid.net/secevent/caep/event-type/session-revoked',
+    ])
+  })
+
   it('over https: ssf verify and poll --issuer fetch metadata and JWKS trusting --cacert, and fail without it', async () => {
     const tlsDir = join(ROOT, 'test', 'fixtures', 'tls')
     const ca = join(tlsDir, 'localhost.crt')

@@ -22,7 +22,9 @@
  * also keeps a per-stream queue served by its built-in poll endpoint; SETs leave it when acked
  * (or setErr'd) by the poller. Events are only queued for an enabled stream (paused streams hold
  * them; disabled streams drop them), and ordinary events only when their type is in
- * `events_delivered`.
+ * `events_delivered`. With `pollUrl` (an external queue) the events of a paused stream are held in
+ * memory and handed to `onEvent` when the stream is enabled again; a stream-updated event
+ * announcing the pause itself is never held.
  *
  * Streams already in `store` (from an earlier run) are re-stamped at creation with this run's
  * `issuer` and, for poll streams, this run's poll endpoint.
@@ -147,6 +149,8 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
   const builtinPoll = options.pollUrl === undefined
   const queues = new Map<string, Array<{jti: string; token: string}>>()
   const waiters = new Map<string, Set<() => void>>()
+  /** With an external poll endpoint: events of paused streams, handed to onEvent once re-enabled (memory only). */
+  const held = new Map<string, EmittedEvent[]>()
   let closed = false
 
   const metadata = {
@@ -174,6 +178,15 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
     config.iss = issuer
     if (pollEndpoint !== undefined) config.delivery.endpoint_url = pollEndpoint
     store.put(stream)
+  }
+
+  /** The stream is enabled again: wake built-in long polls, release held events. */
+  function resume(streamId: string): void {
+    wake(streamId)
+    const list = held.get(streamId)
+    if (list === undefined) return
+    held.delete(streamId)
+    for (const event of list) options.onEvent?.(event)
   }
 
   function wake(streamId: string): void {
@@ -276,6 +289,13 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
       if (stream.status === 'enabled') wake(event.streamId)
     }
 
+    if (!builtinPoll && stream.status === 'paused') {
+      const list = held.get(event.streamId) ?? []
+      list.push(event)
+      held.set(event.streamId, list)
+      return event
+    }
+
     options.onEvent?.(event)
     return event
   }
@@ -302,6 +322,7 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
       findStream(streamId)
       store.delete(streamId)
       queues.delete(streamId)
+      held.delete(streamId)
       wake(streamId)
       res.writeHead(204, {'cache-control': 'no-store'}).end()
       return
@@ -371,7 +392,7 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
     if (reason === undefined) delete stream.reason
     else stream.reason = reason.slice(0, 1000)
     store.put(stream)
-    if (stream.status === 'enabled') wake(stream.config.stream_id)
+    if (stream.status === 'enabled') resume(stream.config.stream_id)
     sendJson(res, 200, {status: stream.status, stream_id: stream.config.stream_id, ...(stream.reason === undefined ? {} : {reason: stream.reason})})
   }
 
@@ -546,7 +567,7 @@ export function createSsfTransmitter(options: SsfTransmitterOptions): SsfTransmi
       // Announce it even when the stream is now paused or disabled: the receiver must learn why.
       const announce = {...stream, status: 'enabled' as const}
       await emit(announce, {[STREAM_UPDATED_EVENT]: {status: value, ...(reason === undefined ? {} : {reason})}})
-      if (value === 'enabled') wake(streamId)
+      if (value === 'enabled') resume(streamId)
     },
 
     store,
