@@ -10,7 +10,7 @@ import {createStatusLine, formatCounts, formatRecord, forwardRecordOf, type List
 import {completeTemplate, readSetInputs} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
-import {httpClientOptionsFrom, parseDuration, transportFlags} from '../cli/transport-flags.js'
+import {httpClientOptionsFrom, parseDuration, transportFlags, warnIfOthersCanRead} from '../cli/transport-flags.js'
 import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
 import {attachListenerSessions, type SessionServerHandle} from '../lib/session-server.js'
 import {PushpullError} from '../lib/errors.js'
@@ -36,7 +36,14 @@ import {
 import {decodeToken} from '../lib/set.js'
 import {describeSubject} from '../lib/subject.js'
 import type {Signer} from '../lib/keys.js'
-import {DEFAULT_MAX_BODY_BYTES, DEFAULT_SERVER_HEADERS_TIMEOUT_MS, DEFAULT_SERVER_REQUEST_TIMEOUT_MS} from '../lib/transport/http-server.js'
+import {DEFAULT_REQUEST_RATE} from '../lib/rate-limit.js'
+import {
+  DEFAULT_MAX_BODY_BYTES,
+  DEFAULT_MAX_SERVER_CONNECTIONS,
+  DEFAULT_MAX_SERVER_CONNECTIONS_PER_ADDRESS,
+  DEFAULT_SERVER_HEADERS_TIMEOUT_MS,
+  DEFAULT_SERVER_REQUEST_TIMEOUT_MS,
+} from '../lib/transport/http-server.js'
 import type {HttpClient} from '../lib/transport/http.js'
 import type {VerifiedSet} from '../lib/verify.js'
 
@@ -183,6 +190,24 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       min: 1,
     }),
     'max-events': Flags.integer({description: 'Exit 0 after this many new SETs were received and acknowledged.', min: 1}),
+    'max-connections': Flags.integer({
+      default: DEFAULT_MAX_SERVER_CONNECTIONS,
+      description: 'Most open connections in total (WebSocket sessions included); more are answered 503 before being read.',
+      helpGroup: 'LIMITS',
+      min: 1,
+    }),
+    'max-connections-per-address': Flags.integer({
+      default: DEFAULT_MAX_SERVER_CONNECTIONS_PER_ADDRESS,
+      description: 'Most open connections from one remote address; more are answered 429 before being read.',
+      helpGroup: 'LIMITS',
+      min: 1,
+    }),
+    'max-request-rate': Flags.integer({
+      default: DEFAULT_REQUEST_RATE,
+      description: 'HTTP requests per second from one remote address (bursts of twice that); more are answered 429 with Retry-After.',
+      helpGroup: 'LIMITS',
+      min: 1,
+    }),
     'ping-interval': durationFlag({
       description: 'With --ws: WebSocket ping period; two missed pongs end a zombie session (0 turns pings off). [default: 30s]',
       helpGroup: 'WEBSOCKET',
@@ -225,6 +250,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     }
 
     const tokens = await this.readTokens()
+    if (flags['tls-key'] !== undefined) await warnIfOthersCanRead(flags['tls-key'], 'TLS private key file', (m) => this.warnLoud(m))
     const tls = flags['tls-cert'] === undefined ? undefined : {cert: await readPem(flags['tls-cert'], '--tls-cert'), key: await readPem(flags['tls-key']!, '--tls-key')}
     // --token / --token-file here are the tokens peers present to us, never sent to a transmitter.
     const prepared = await prepareVerification({...flags, token: undefined, 'token-file': undefined}, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
@@ -273,8 +299,26 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       }
 
       const receiver = new SetReceiver({decide: manual ? 'manual' : 'auto', ledger, verifier})
+      let errorSecond = 0
+      let errorsShown = 0
+      let suppressedErrors = 0
       const onEvent = (event: ListenerEvent): void => {
         if (event.type === 'http-error') {
+          // A flooding peer must not flood the operator's terminal: at most 10 lines a second.
+          const second = Math.floor(Date.now() / 1000)
+          if (second !== errorSecond) {
+            if (suppressedErrors > 0) this.note(this.theme.err.dim(`(${suppressedErrors} more refused requests not shown)`))
+            errorSecond = second
+            errorsShown = 0
+            suppressedErrors = 0
+          }
+
+          if (errorsShown >= 10) {
+            suppressedErrors++
+            return
+          }
+
+          errorsShown++
           status.clear()
           this.note(this.theme.err.dim(`${event.method} ${event.path} -> ${event.status} ${event.message}`))
           return
@@ -298,10 +342,13 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
         ledger,
         limits: {maxBytes: flags['max-body-bytes'], maxSetBytes: flags['max-set-bytes'], maxSets: flags['max-sets']},
         longPollTimeoutMs: flags['long-poll-timeout'],
+        maxConnections: flags['max-connections'],
+        maxConnectionsPerAddress: flags['max-connections-per-address'],
         maxResponseEvents: flags['max-response-events'],
         onEvent,
         port: flags.port,
         receiver,
+        requestRate: {perSecond: flags['max-request-rate']},
         requestTimeoutMs: flags['request-timeout'],
         tls,
         tokens,
@@ -399,6 +446,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     const tokens = (this.flags.token ?? []).map((value, index) => parseListenToken(value, `--token #${index + 1}`))
     const file = this.flags['token-file']
     if (file !== undefined) {
+      await warnIfOthersCanRead(file, 'token file', (m) => this.warnLoud(m))
       let text: string
       try {
         text = await readFile(file, 'utf8')
@@ -427,7 +475,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       if (item.kind === 'token') {
         outgoing = describeToken(item.token, item.source)
       } else {
-        signer ??= await buildSigner({...this.flags, alg: undefined})
+        signer ??= await buildSigner({...this.flags, alg: undefined}, (m) => this.warnLoud(m))
         const minted = await mintSet(completeTemplate(item.template, defaults, item.source), signer)
         outgoing = describeToken(minted.token, item.source)
       }

@@ -235,6 +235,33 @@ describe('listen refuses what a web page could send (spawned)', () => {
     const plain = await send(port, '/events', {body: token, headers: {'content-type': 'application/secevent+jwt', host: `localhost:${port}`}})
     expect(plain.status).toBe(202)
   })
+
+  it('listen --max-connections-per-address and --max-request-rate reach the server', async () => {
+    child = spawn(process.execPath, [BIN, 'listen', '--port', '0', '--memory-state', '--allow-unsigned', '--max-connections-per-address', '2', '--max-request-rate', '1'], {
+      cwd: ROOT,
+      env: {...process.env, NO_COLOR: '1'},
+    })
+    let stderr = ''
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`listen did not start: ${stderr}`)), 15_000)
+      child?.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+        stderr += chunk
+        const match = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stderr)
+        if (match !== null) {
+          clearTimeout(timer)
+          resolve(Number(match[1]))
+        }
+      })
+    })
+    const held = [await openSocket(port, BAD), await openSocket(port, BAD)]
+    const third = await openSocket(port, BAD)
+    expect(await drain(third)).toMatch(/^HTTP\/1\.1 429 /)
+    for (const socket of [...held, third]) socket.destroy()
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) statuses.push((await send(port, '/pushpull', {body: '{}', headers: {'content-type': 'application/json'}})).status)
+    expect(statuses).toContain(429)
+    expect(statuses[0]).toBe(200)
+  })
 })
 
 describe('RateLimiter', () => {

@@ -296,7 +296,17 @@ describe('secrets canary', () => {
     const polled = await cli(['poll', pollPeer.url, '--token-file', looseToken, '--return-immediately', '--memory-state'])
     expect(polled.stderr).toContain(`the token file ${looseToken} is readable by other users (mode 644)`)
 
-    for (const run of [sent, minted2, polled]) {
+    const listenTokens = secretFile('loose-listen-tokens.txt', `canary=${TOKEN}\n`, 0o644)
+    const tlsKey = join(dir, 'loose-tls.pem')
+    copyFileSync(join(keyDir, 'private.pem'), tlsKey)
+    chmodSync(tlsKey, 0o644)
+    secretFiles.add(tlsKey)
+    // Both files are read (and warned about) before the certificate, which does not exist: exit 2.
+    const listen = await cli(['listen', '--port', '0', '--token-file', listenTokens, '--memory-state', '--tls-key', tlsKey, '--tls-cert', join(dir, 'no-such-cert.pem')])
+    expect(listen.exitCode).toBe(2)
+    expect(listen.stderr).toContain(`the token file ${listenTokens} is readable by other users (mode 644); run: chmod 600 ${listenTokens}`)
+    expect(listen.stderr).toContain(`the TLS private key file ${tlsKey} is readable by other users (mode 644)`)
+    for (const run of [sent, minted2, polled, listen]) {
       expect(leaksIn(run.stdout)).toEqual([])
       expect(leaksIn(run.stderr)).toEqual([])
     }
