@@ -9,6 +9,7 @@ import {PushpullError} from '../lib/errors.js'
 import {
   DEFAULT_JWKS_COOLDOWN_MS,
   DEFAULT_JWKS_MAX_BYTES,
+  DEFAULT_JWKS_MAX_KEYS,
   DEFAULT_JWKS_TIMEOUT_MS,
   JwksUrlKeySource,
   type KeySource,
@@ -67,6 +68,12 @@ export const verifyFlags = {
     helpGroup: group,
     min: 1,
   }),
+  'jwks-max-keys': Flags.integer({
+    default: DEFAULT_JWKS_MAX_KEYS,
+    description: 'Most keys accepted in a --jwks URL or JWKS file (--jwks, --verify-key); a larger set is refused.',
+    helpGroup: group,
+    min: 1,
+  }),
   'jwks-timeout': Flags.integer({
     default: DEFAULT_JWKS_TIMEOUT_MS,
     description: 'Timeout for fetching a --jwks URL, in milliseconds.',
@@ -101,6 +108,7 @@ export interface VerifyFlagValues {
   jwks?: string
   'jwks-cooldown'?: number
   'jwks-max-bytes'?: number
+  'jwks-max-keys'?: number
   'jwks-timeout'?: number
   'max-set-bytes'?: number
   secret?: string
@@ -123,16 +131,17 @@ export async function buildVerifier(flags: VerifyFlagValues, options: BuildVerif
           cooldownMs: flags['jwks-cooldown'],
           dispatcher: options.dispatcher,
           maxBytes: flags['jwks-max-bytes'],
+          maxKeys: flags['jwks-max-keys'],
           now: options.now,
           timeoutMs: flags['jwks-timeout'],
         }),
       )
     } else {
-      sources.push(new StaticKeySource(await readVerificationKeys(flags.jwks)))
+      sources.push(new StaticKeySource(await readVerificationKeys(flags.jwks, {maxKeys: flags['jwks-max-keys']})))
     }
   }
 
-  for (const path of flags['verify-key'] ?? []) sources.push(new StaticKeySource(await readVerificationKeys(path)))
+  for (const path of flags['verify-key'] ?? []) sources.push(new StaticKeySource(await readVerificationKeys(path, {maxKeys: flags['jwks-max-keys']})))
   if (flags.secret !== undefined) {
     if (flags.secret === '') throw new PushpullError('ERR_KEY_INVALID', 'the HMAC secret (--secret / PUSHPULL_SECRET) is empty')
     sources.push(new StaticKeySource([secretVerificationKey(flags.secret, 'the HMAC secret')]))

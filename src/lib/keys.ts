@@ -119,10 +119,20 @@ function publicKeyFromJwk(jwk: Record<string, unknown>, source: string): Verific
   }
 }
 
+/** Most keys accepted in one JWKS (file or URL): keys without a kid are tried on every token. */
+export const DEFAULT_JWKS_MAX_KEYS = 100
+
+export interface JwksParseOptions {
+  /** Most entries in a JWKS "keys" array; more is refused before any key is imported. Default 100. */
+  maxKeys?: number
+}
+
 /** Parse JWKS or JWK JSON into verification keys. */
-export function verificationKeysFromJson(value: unknown, source: string): VerificationKey[] {
+export function verificationKeysFromJson(value: unknown, source: string, options: JwksParseOptions = {}): VerificationKey[] {
   if (!isRecord(value)) throw keyError(source, 'not a JWK or JWKS object')
   if (Array.isArray(value.keys)) {
+    const maxKeys = options.maxKeys ?? DEFAULT_JWKS_MAX_KEYS
+    if (value.keys.length > maxKeys) throw keyError(source, `the JWKS holds ${value.keys.length} keys, over the limit of ${maxKeys}`)
     const keys: VerificationKey[] = []
     for (const jwk of value.keys) {
       if (!isRecord(jwk)) throw keyError(source, 'a member of "keys" is not a JWK object')
@@ -154,7 +164,7 @@ export function verificationKeyFromPem(pem: string, source: string): Verificatio
 }
 
 /** Parse a key file's text: PEM, JWK or JWKS. */
-export function verificationKeysFromText(text: string, source: string): VerificationKey[] {
+export function verificationKeysFromText(text: string, source: string, options: JwksParseOptions = {}): VerificationKey[] {
   const trimmed = text.trim()
   if (trimmed.startsWith('-----BEGIN')) return [verificationKeyFromPem(trimmed, source)]
   let value: unknown
@@ -164,7 +174,7 @@ export function verificationKeysFromText(text: string, source: string): Verifica
     throw keyError(source, 'neither PEM nor JSON (JWK or JWKS)', error)
   }
 
-  return verificationKeysFromJson(value, source)
+  return verificationKeysFromJson(value, source, options)
 }
 
 /** Largest key file read (PEM, JWK or JWKS file): 16 MiB, the same as a fetched JWKS. */
@@ -204,9 +214,9 @@ async function readKeyFile(path: string, maxBytes = DEFAULT_KEY_FILE_MAX_BYTES):
   }
 }
 
-/** Read verification keys from a PEM, JWK or JWKS file. */
-export async function readVerificationKeys(path: string): Promise<VerificationKey[]> {
-  return verificationKeysFromText(await readKeyFile(path), path)
+/** Read verification keys from a PEM, JWK or JWKS file (a JWKS holds at most `maxKeys` keys, default 100). */
+export async function readVerificationKeys(path: string, options: JwksParseOptions = {}): Promise<VerificationKey[]> {
+  return verificationKeysFromText(await readKeyFile(path), path, options)
 }
 
 /** Where a verifier finds candidate keys for a token's `kid`. */
@@ -244,6 +254,8 @@ export interface JwksUrlOptions {
   timeoutMs?: number
   /** Largest JWKS body in bytes. Default 16 MiB. */
   maxBytes?: number
+  /** Most keys in the JWKS; more is ERR_JWKS_FETCH. Default 100 (DEFAULT_JWKS_MAX_KEYS). */
+  maxKeys?: number
   /** Fetch the URL at most once per this many ms (first load, refetch on unknown kid, failures). Default 30 000. */
   cooldownMs?: number
   /** Clock in ms. Default Date.now. */
@@ -292,6 +304,7 @@ export class JwksUrlKeySource implements KeySource {
       cooldownMs: options.cooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS,
       dispatcher: options.dispatcher,
       maxBytes: options.maxBytes ?? DEFAULT_JWKS_MAX_BYTES,
+      maxKeys: options.maxKeys ?? DEFAULT_JWKS_MAX_KEYS,
       now: options.now ?? Date.now,
       timeoutMs: options.timeoutMs ?? DEFAULT_JWKS_TIMEOUT_MS,
     }
@@ -381,7 +394,7 @@ export class JwksUrlKeySource implements KeySource {
       }
 
       try {
-        return verificationKeysFromJson(value, this.description)
+        return verificationKeysFromJson(value, this.description, {maxKeys: this.options.maxKeys})
       } catch (error) {
         throw this.fail((error as Error).message, error)
       }

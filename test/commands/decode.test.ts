@@ -205,6 +205,35 @@ describe('decode: verification', () => {
   })
 })
 
+describe('decode --jwks-max-keys', () => {
+  it('refuses a JWKS file or URL with more keys than the limit (exit 3 / 4)', async () => {
+    const jwks = publicJwks([key])
+    const three = join(dir, 'three.json')
+    writeFileSync(three, JSON.stringify({keys: [jwks.keys[0], jwks.keys[0], jwks.keys[0]]}))
+    const token = signSet(makeSetClaims(), key)
+    expect((await runCommand(Decode, [token, '--jwks', three, '--jwks-max-keys', '3', '--json'])).exitCode).toBe(0)
+    const file = await runCommand(Decode, [token, '--jwks', three, '--jwks-max-keys', '2'])
+    expect(file.exitCode).toBe(3)
+    expect(file.error?.message).toBe(`${three}: the JWKS holds 3 keys, over the limit of 2 [ERR_KEY_INVALID]`)
+    const viaKey = await runCommand(Decode, [token, '--verify-key', three, '--jwks-max-keys', '2'])
+    expect(viaKey.error?.message).toBe(`${three}: the JWKS holds 3 keys, over the limit of 2 [ERR_KEY_INVALID]`)
+
+    const server = createServer((_req, res) => {
+      res.setHeader('content-type', 'application/json')
+      res.end(readFileSync(three))
+    })
+    const url = `http://127.0.0.1:${await listenLoopback(server)}/jwks.json`
+    try {
+      const fetched = await runCommand(Decode, [token, '--jwks', url, '--jwks-max-keys', '2'])
+      expect(fetched.exitCode).toBe(4)
+      expect(fetched.error?.message).toBe(`JWKS ${url}: ${url}: the JWKS holds 3 keys, over the limit of 2 [ERR_JWKS_FETCH]`)
+    } finally {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    }
+  })
+})
+
 describe('decode --jwks URL', () => {
   it('verifies with a JWKS served over HTTP, and exits 4 when the URL serves HTML', async () => {
     let html = false

@@ -85,6 +85,23 @@ describe('verification keys from files', () => {
   })
 })
 
+describe('keys per JWKS file (O3)', () => {
+  const jwk = publicJwks([peer]).keys[0]
+  const many = (n: number) => JSON.stringify({keys: Array.from({length: n}, () => jwk)})
+
+  it('accepts up to 100 keys by default and refuses 101, naming the file and the limit', async () => {
+    expect(await readVerificationKeys(write('jwks-100.json', many(100)))).toHaveLength(100)
+    const path = write('jwks-101.json', many(101))
+    expect(await failure(readVerificationKeys(path))).toEqual({code: 'ERR_KEY_INVALID', message: `${path}: the JWKS holds 101 keys, over the limit of 100`})
+  })
+
+  it('honours a smaller maxKeys', async () => {
+    const path = write('jwks-3.json', many(3))
+    expect(await readVerificationKeys(path, {maxKeys: 3})).toHaveLength(3)
+    expect(await failure(readVerificationKeys(path, {maxKeys: 2}))).toEqual({code: 'ERR_KEY_INVALID', message: `${path}: the JWKS holds 3 keys, over the limit of 2`})
+  })
+})
+
 describe('signing keys', () => {
   it('reads a private JWK with its alg and kid', async () => {
     const signer = await readSigningKey(write('priv.jwk.json', JSON.stringify(privateJwk(peer))))
@@ -242,6 +259,16 @@ describe('JWKS from a URL', () => {
     }
 
     expect(await fetchFailure({maxBytes: 4000})).toEqual({code: 'ERR_JWKS_FETCH', message: `JWKS ${base}/jwks.json: the body is over the 4000-byte limit`})
+  })
+
+  it('refuses a JWKS with more keys than maxKeys (default 100) as ERR_JWKS_FETCH (O3)', async () => {
+    const jwk = publicJwks([peer]).keys[0]
+    handler = serveJson({keys: Array.from({length: 101}, () => jwk)})
+    expect(await fetchFailure()).toEqual({code: 'ERR_JWKS_FETCH', message: `JWKS ${base}/jwks.json: ${base}/jwks.json: the JWKS holds 101 keys, over the limit of 100`})
+    handler = serveJson({keys: [jwk, jwk, jwk]})
+    expect(await fetchFailure({maxKeys: 2})).toEqual({code: 'ERR_JWKS_FETCH', message: `JWKS ${base}/jwks.json: ${base}/jwks.json: the JWKS holds 3 keys, over the limit of 2`})
+    const source = new JwksUrlKeySource(`${base}/jwks.json`, {maxKeys: 3})
+    expect((await createVerifier({keys: [source]}).verify(signSet(makeSetClaims(), peer))).verified).toBe(true)
   })
 
   it('times out on a server that does not answer', async () => {
