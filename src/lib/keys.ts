@@ -16,7 +16,7 @@ import {
 import {type FileHandle, open} from 'node:fs/promises'
 import {promisify} from 'node:util'
 
-import {calculateJwkThumbprint, type JWK} from 'jose'
+import type {JWK} from 'jose'
 import type {Dispatcher} from 'undici'
 
 import {PushpullError} from './errors.js'
@@ -433,6 +433,8 @@ function checkSignerAlg(key: KeyObject, alg: string, source: string): SigningAlg
 /** The RFC 7638 thumbprint of a key's public half (our default `kid`). */
 export async function thumbprintOf(key: KeyObject): Promise<string> {
   const publicKey = key.type === 'private' ? createPublicKey(key) : key
+  // jose is loaded here, on first use only: nothing else in this module needs it (cold start).
+  const {calculateJwkThumbprint} = await import('jose')
   return calculateJwkThumbprint(publicKey.export({format: 'jwk'}) as JWK)
 }
 
@@ -539,7 +541,7 @@ export async function generateKeyPair(alg: string, kid?: string, options: {modul
   }
 
   const publicJwk = pair.publicKey.export({format: 'jwk'}) as JWK
-  const keyId = kid ?? (await calculateJwkThumbprint(publicJwk))
+  const keyId = kid ?? (await (await import('jose')).calculateJwkThumbprint(publicJwk))
   const meta = {alg, kid: keyId, use: 'sig'}
   return {
     alg: alg as AsymmetricAlgorithm,
