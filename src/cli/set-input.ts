@@ -145,31 +145,76 @@ export function templateFromObject(value: unknown, source: string, options: Pick
 }
 
 /**
+ * Tracks where a JSON text spread over lines stands: bracket depth outside strings. Each line is
+ * scanned once, so gathering a document is linear in its size and it is parsed once, when its
+ * brackets close (was: re-parsed after every line, quadratic).
+ */
+class JsonBoundary {
+  depth = 0
+  /** A line ended inside a string (JSON strings cannot hold a raw newline) or closed more than it opened. */
+  broken = false
+
+  /** Scan one line; true when the text so far is structurally complete (time to parse it). */
+  feed(line: string): boolean {
+    let inString = false
+    let escaped = false
+    for (let i = 0; i < line.length; i++) {
+      const c = line.charCodeAt(i)
+      if (inString) {
+        if (escaped) escaped = false
+        else if (c === 0x5c) escaped = true // backslash
+        else if (c === 0x22) inString = false // "
+      } else if (c === 0x22) {
+        inString = true
+      } else if (c === 0x7b || c === 0x5b) {
+        this.depth++ // { [
+      } else if ((c === 0x7d || c === 0x5d) && --this.depth < 0) {
+        this.broken = true // } ]
+      }
+    }
+
+    if (inString) this.broken = true
+    return this.depth === 0
+  }
+}
+
+/**
  * Parse a stream of lines into tokens and JSON values. NDJSON is the common case; a JSON value
- * spread over several lines (a pretty-printed event file) is gathered until it parses.
+ * spread over several lines (a pretty-printed event file) is gathered until its brackets close,
+ * then parsed once.
  */
 async function* parseDocuments(lines: AsyncIterable<string>, source: string, maxItemBytes: number): AsyncGenerator<{value: unknown; where: string} | {token: string; where: string}> {
-  let pending = ''
+  const chunks: string[] = []
+  let pendingBytes = 0
+  let boundary = new JsonBoundary()
   let startLine = 0
   let line = 0
+  const invalid = () => usage(`${source} line ${startLine}: not valid JSON and not a compact SET`)
   for await (const text of lines) {
     line++
-    if (pending === '' && COMPACT.test(text)) {
+    if (chunks.length === 0 && COMPACT.test(text)) {
       yield {token: text, where: `${source} line ${line}`}
       continue
     }
 
-    if (pending === '') startLine = line
-    pending += `${text}\n`
-    if (Buffer.byteLength(pending) > maxItemBytes) throw usage(`${source} line ${startLine}: a JSON document over ${maxItemBytes} bytes`)
+    if (chunks.length === 0) startLine = line
+    chunks.push(text)
+    pendingBytes += Buffer.byteLength(text) + 1
+    if (pendingBytes > maxItemBytes) throw usage(`${source} line ${startLine}: a JSON document over ${maxItemBytes} bytes`)
+    const complete = boundary.feed(text)
+    if (boundary.broken) throw invalid()
+    if (!complete) continue
     let value: unknown
     try {
-      value = parseJsonSafely(pending)
+      value = parseJsonSafely(chunks.join('\n'))
     } catch {
-      continue
+      // Brackets balanced outside strings and still not JSON: no later line can repair it.
+      throw invalid()
     }
 
-    pending = ''
+    chunks.length = 0
+    pendingBytes = 0
+    boundary = new JsonBoundary()
     const where = `${source} line ${startLine}`
     if (Array.isArray(value)) {
       for (const [index, item] of value.entries()) yield {value: item, where: `${where} item ${index + 1}`}
@@ -178,7 +223,7 @@ async function* parseDocuments(lines: AsyncIterable<string>, source: string, max
     }
   }
 
-  if (pending.trim() !== '') throw usage(`${source} line ${startLine}: not valid JSON and not a compact SET`)
+  if (chunks.length > 0) throw invalid()
 }
 
 async function* linesOfText(text: string): AsyncGenerator<string> {

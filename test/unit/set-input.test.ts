@@ -1,8 +1,9 @@
 import {PassThrough} from 'node:stream'
 
-import {describe, expect, it} from 'vitest'
+import {describe, expect, it, vi} from 'vitest'
 
-import {completeTemplate, readSetInputs, templateFromObject} from '../../src/cli/set-input.js'
+import {completeTemplate, readSetInputs, streamOf, templateFromObject} from '../../src/cli/set-input.js'
+import {isPushpullError} from '../../src/lib/errors.js'
 
 const REVOKED = 'https://schemas.openid.net/secevent/caep/event-type/session-revoked'
 
@@ -24,6 +25,66 @@ describe('readSetInputs', () => {
     for await (const item of readSetInputs({assignments: ['reason=hijacking'], count: 3, event: 'risc.account-disabled'})) items.push(item)
     expect(items).toHaveLength(3)
     expect(items[0]).toMatchObject({kind: 'template', template: {events: {'https://schemas.openid.net/secevent/risc/event-type/account-disabled': {reason: 'hijacking'}}}})
+  })
+})
+
+async function collect(text: string, maxItemBytes?: number) {
+  const items = []
+  for await (const item of readSetInputs({maxItemBytes, stdin: streamOf(text)})) items.push(item)
+  return items
+}
+
+async function inputFailure(text: string): Promise<{code: string; message: string}> {
+  try {
+    await collect(text)
+  } catch (error) {
+    if (isPushpullError(error)) return {code: error.code, message: error.message}
+    throw error
+  }
+
+  throw new Error('expected a failure')
+}
+
+describe('multi-line JSON documents (O4: parsed once, not after every line)', () => {
+  const event = (i: number) => ({event: 'caep.session-revoked', subject: `opaque:s-${i}`})
+
+  it('parses a pretty-printed array of 20 000 lines once: one JSON.parse, every item yielded', async () => {
+    // 5 000 objects over 20 000 lines (about 0.9 MiB, under the 1 MiB default). The old code
+    // re-parsed the growing text after every line: 20 000 parses of up to 0.9 MiB each.
+    const text = JSON.stringify(Array.from({length: 5000}, (_, i) => event(i)), undefined, 1)
+    expect(text.split('\n').length).toBeGreaterThan(20_000)
+    const parse = vi.spyOn(JSON, 'parse')
+    try {
+      const items = await collect(text)
+      expect(items).toHaveLength(5000)
+      expect(items[4999]).toMatchObject({kind: 'template', source: 'stdin line 1 item 5000', template: {sub_id: {format: 'opaque', id: 's-4999'}}})
+      expect(parse).toHaveBeenCalledTimes(1)
+    } finally {
+      parse.mockRestore()
+    }
+  })
+
+  it('handles brackets and escaped quotes inside strings, and several documents in a row', async () => {
+    const tricky = {event: 'caep.session-revoked', payload: {reason_admin: {en: 'a } ] \\" [ { b'}}, subject: 'opaque:x'}
+    const text = `${JSON.stringify(tricky, undefined, 2)}\n${JSON.stringify(event(1))}\na.b.c\n${JSON.stringify(event(2), undefined, 2)}\n`
+    const items = await collect(text)
+    expect(items.map((i) => i.source)).toEqual(['stdin line 1', 'stdin line 10', 'stdin line 11', 'stdin line 12'])
+    expect(items[0]).toMatchObject({template: {events: {[REVOKED]: {reason_admin: {en: 'a } ] \\" [ { b'}}}}})
+    expect(items[2]).toEqual({kind: 'token', source: 'stdin line 11', token: 'a.b.c'})
+  })
+
+  it('refuses a broken document as soon as it cannot become JSON, naming its first line', async () => {
+    const ok = JSON.stringify(event(1))
+    expect(await inputFailure(`${ok}\nhello\n${ok}\n`)).toEqual({code: 'ERR_USAGE', message: 'stdin line 2: not valid JSON and not a compact SET'})
+    expect(await inputFailure(`${ok}\n{"event":\n"caep.session-revoked"}}\n`)).toEqual({code: 'ERR_USAGE', message: 'stdin line 2: not valid JSON and not a compact SET'})
+    expect(await inputFailure('{"event": "caep\n.session-revoked"}\n')).toEqual({code: 'ERR_USAGE', message: 'stdin line 1: not valid JSON and not a compact SET'})
+    expect(await inputFailure(`${ok}\n{"event":\n"caep.session-revoked",\n`)).toEqual({code: 'ERR_USAGE', message: 'stdin line 2: not valid JSON and not a compact SET'})
+    expect(await inputFailure('{"a": 1} {"b": 2}\n')).toEqual({code: 'ERR_USAGE', message: 'stdin line 1: not valid JSON and not a compact SET'})
+  })
+
+  it('still bounds one document by maxItemBytes', async () => {
+    const text = JSON.stringify(Array.from({length: 50}, (_, i) => event(i)), undefined, 2)
+    await expect(collect(text, 1000)).rejects.toMatchObject({code: 'ERR_USAGE', message: 'stdin line 1: a JSON document over 1000 bytes'})
   })
 })
 
