@@ -10,6 +10,7 @@ import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {inputStream, stdinIsTty} from '../cli/stdin.js'
 import {httpClientOptionsFrom, parseDuration, transportFlags} from '../cli/transport-flags.js'
 import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
+import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
 import {type ClientEvent, WsSessionClient} from '../lib/bindings/ws.js'
 import {PushpullError, toPushpullError} from '../lib/errors.js'
 import {shortNameOf} from '../lib/events.js'
@@ -77,6 +78,10 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
       command: 'tail -f events.ndjson | <%= config.bin %> stream wss://rx.example/pushpull --token-file token.txt --signing-key key.jwk.json --iss https://tx.example -i',
       description: 'Feed a session from a pipeline and decide incoming SETs interactively',
     },
+    {
+      command: '<%= config.bin %> stream wss://rx.example/pushpull --token-file token.txt --issuer https://tx.example --json < /dev/null',
+      description: "Verify incoming SETs with an SSF transmitter's discovered jwks_uri and expect it as the issuer",
+    },
   ]
 
   static override flags = {
@@ -85,6 +90,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
     ...setInputFlags,
     ...stateFlags,
     ...transportFlags,
+    ...issuerFlags,
     ack: Flags.string({
       default: 'auto',
       description: 'auto: ack each valid SET once stored. manual: store it undecided and ack nothing until decided (pushpull ack, or -i).',
@@ -127,7 +133,15 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
     const manual = flags.ack === 'manual' || flags.interactive
     const json = this.jsonEnabled()
     const http = await httpClientOptionsFrom(flags, {userAgent: `pushpull/${this.config.version}`, warn: (message) => this.warnLoud(message)})
-    const verifier = await buildVerifier(flags)
+    const prepared = await prepareVerification(flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (message) => this.warnLoud(message)})
+    let verifier
+    try {
+      verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher})
+    } catch (error) {
+      await prepared.close()
+      throw error
+    }
+
     if (!verifier.hasKeys) this.warnLoud('no verification keys (--jwks, --verify-key, --secret): incoming SET signatures are NOT checked; every SET is shown UNVERIFIED')
     const hasInput = files.length > 0 || flags.event !== undefined || !stdinIsTty()
     let ledger: Ledger | undefined
@@ -282,6 +296,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
     } finally {
       clearTimeout(durationTimer)
       status.stop()
+      await prepared.close()
     }
 
     try {

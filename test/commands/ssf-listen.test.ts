@@ -16,6 +16,7 @@ import {join} from 'node:path'
 import {afterAll, afterEach, describe, expect, it} from 'vitest'
 
 import Poll from '../../src/commands/poll.js'
+import Stream from '../../src/commands/stream.js'
 import SsfDiscover from '../../src/commands/ssf/discover.js'
 import SsfStreamsCreate from '../../src/commands/ssf/streams/create.js'
 import SsfStreamsList from '../../src/commands/ssf/streams/list.js'
@@ -24,6 +25,7 @@ import {generateKeyPair} from '../../src/lib/keys.js'
 import {Ledger} from '../../src/lib/ledger.js'
 import {SetReceiver} from '../../src/lib/receiver.js'
 import {createListener, type Listener} from '../../src/lib/server.js'
+import {attachListenerSessions} from '../../src/lib/session-server.js'
 import {mountSsfTransmitter} from '../../src/lib/ssf/mount.js'
 import {MemorySsfStreamStore} from '../../src/lib/ssf/store.js'
 import type {SsfTransmitter} from '../../src/lib/ssf/transmitter.js'
@@ -267,6 +269,31 @@ describe('mountSsfTransmitter on the library listener', () => {
       'https://schemas.openid.net/secevent/ssf/event-type/stream-updated',
       'https://schemas.openid.net/secevent/caep/event-type/session-revoked',
     ])
+  })
+
+  it('stream --issuer: SETs of an SSF stream over a WebSocket session, verified with the discovered JWKS', async () => {
+    const {listener, transmitter} = await start()
+    const sessions = attachListenerSessions(listener)
+    cleanups.push(async () => sessions.close())
+    const created = await fetch(`${listener.url}/ssf/stream`, {body: '{}', headers: auth, method: 'POST'})
+    const {stream_id: id} = (await created.json()) as {stream_id: string}
+    const event = await transmitter.queueEvent(id, {
+      events: {'https://schemas.openid.net/secevent/caep/event-type/session-revoked': {event_timestamp: 1_700_000_000}},
+      sub_id: {email: 'ana@example.com', format: 'email'},
+    })
+    expect(event).toBeDefined()
+    const argv = [`${listener.url.replace('http', 'ws')}/pushpull`, '--issuer', listener.url, '--allow-http', '--token', TOKEN, '--memory-state', '--max-events', '1', '--duration', '10s', '--json']
+    const result = await runCommand(Stream, argv, {stdin: ''})
+    expect(result.exitCode).toBe(0)
+    const records = jsonLines(result.stdout) as Array<Record<string, unknown>>
+    expect(records.find((record) => record.type === 'set')).toMatchObject({event: 'caep.session-revoked', iss: listener.url, jti: event!.jti, verified: true})
+    expect(result.stderr).not.toContain('NOT checked')
+
+    // Another issuer's name: discovery refuses before any session starts.
+    const wrong = await runCommand(Stream, [`${listener.url.replace('http', 'ws')}/pushpull`, '--issuer', `${listener.url}/other`, '--allow-http', '--token', TOKEN, '--memory-state', '--json'], {stdin: ''})
+    expect(wrong.exitCode).toBe(5)
+    expect(errorOf(wrong).code).toBe('ERR_PEER_STATUS')
+    expect(errorOf(wrong).message).toContain('answered HTTP 404')
   })
 
   it('over https: ssf verify and poll --issuer fetch metadata and JWKS trusting --cacert, and fail without it', async () => {
