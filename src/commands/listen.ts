@@ -36,7 +36,7 @@ import {
 import {decodeToken} from '../lib/set.js'
 import {describeSubject} from '../lib/subject.js'
 import type {Signer} from '../lib/keys.js'
-import {DEFAULT_REQUEST_RATE} from '../lib/rate-limit.js'
+import {DEFAULT_MESSAGE_RATE, DEFAULT_REQUEST_RATE} from '../lib/rate-limit.js'
 import {
   DEFAULT_MAX_BODY_BYTES,
   DEFAULT_MAX_SERVER_CONNECTIONS,
@@ -202,6 +202,12 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       helpGroup: 'LIMITS',
       min: 1,
     }),
+    'max-message-rate': Flags.integer({
+      default: DEFAULT_MESSAGE_RATE,
+      description: 'With --ws: WebSocket messages per second from one peer (bursts of twice that); over it the session is closed with 1008.',
+      helpGroup: 'WEBSOCKET',
+      min: 1,
+    }),
     'max-request-rate': Flags.integer({
       default: DEFAULT_REQUEST_RATE,
       description: 'HTTP requests per second from one remote address (bursts of twice that); more are answered 429 with Retry-After.',
@@ -357,7 +363,10 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       if (flags.ws) {
         sessions = attachListenerSessions(listener, {
           limits: {maxSetBytes: flags['max-set-bytes'], maxSets: flags['max-sets']},
+          maxConnections: flags['max-connections'],
+          maxConnectionsPerAddress: flags['max-connections-per-address'],
           maxPayload: flags['max-body-bytes'],
+          messageRate: {perSecond: flags['max-message-rate']},
           pingIntervalMs: flags['ping-interval'],
         })
       }

@@ -14,6 +14,7 @@
 import type {IncomingMessage, Server} from 'node:http'
 
 import {isPushpullError} from './errors.js'
+import {DEFAULT_MESSAGE_RATE, type RateLimit, RateLimiter} from './rate-limit.js'
 import type {Ledger} from './ledger.js'
 import type {SetReceiver} from './receiver.js'
 import type {Listener} from './server.js'
@@ -36,6 +37,11 @@ export interface SessionServerOptions
   onEvent?: (event: SessionEvent) => void
   /** Subscribe to "SETs were queued for peer" wake-ups; returns the unsubscribe function. */
   subscribe?: (peer: string, wake: () => void) => () => void
+  /**
+   * Incoming messages per peer (token bucket over all its sessions; an unauthenticated peer is
+   * counted per remote address). Over it the session is closed with 1008. Default 500/s, burst 1000.
+   */
+  messageRate?: RateLimit
 }
 
 export interface SessionServerHandle {
@@ -51,6 +57,7 @@ export function attachSessionServer(server: Server, options: SessionServerOption
   const sessions = new Map<string, Set<Session>>()
   const unsubscribers = new Map<Session, () => void>()
   let closing = false
+  const limiter = new RateLimiter({now: options.now, ...(options.messageRate ?? {perSecond: DEFAULT_MESSAGE_RATE})})
 
   const authenticate = (req: IncomingMessage): boolean => {
     try {
@@ -64,6 +71,12 @@ export function attachSessionServer(server: Server, options: SessionServerOption
 
   const onConnection = (socket: PushpullSocket, req: IncomingMessage): void => {
     const peer = options.identify(req)
+    const rateKey = peer === 'anonymous' ? `anonymous ${req.socket.remoteAddress ?? ''}` : peer
+    // Registered before the session's own listener: a peer over its rate is cut off with 1008.
+    socket.on('message', () => {
+      if (limiter.take(rateKey)) return
+      void socket.fail(CloseCode.POLICY, `too many messages (over ${limiter.perSecond} per second)`)
+    })
     const session = new Session(socket, {
       ackDelayMs: options.ackDelayMs,
       batchDelayMs: options.batchDelayMs,
