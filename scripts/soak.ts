@@ -75,6 +75,8 @@ export interface SideCounts {
   outbox: Record<string, number>
   rssStartMiB: number
   rssPeakLateMiB: number
+  /** RSS samples taken early (5-30 % progress) and late (75 % on); too few means not measured. */
+  rssSamples: {early: number; late: number}
 }
 
 export interface SoakResult {
@@ -85,7 +87,8 @@ export interface SoakResult {
   proxy: {connections: number; cuts: number; stalls: number; refused: number; bytesUp: number; bytesDown: number}
   a: SideCounts
   b: SideCounts
-  memoryFlat: boolean
+  /** Undefined when the run was too short to sample (fewer than 3 early and 3 late samples per side). */
+  memoryFlat: boolean | undefined
 }
 
 interface Proc {
@@ -294,6 +297,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       outbox: state.outbox,
       reportedTwice,
       rssPeakLateMiB: Math.round(Math.max(0, ...late)),
+      rssSamples: {early: early.length, late: late.length},
       rssStartMiB: Math.round(early.length > 0 ? Math.max(...early) : (side.rss[0]?.mib ?? 0)),
       sent: n,
       storedNotReported,
@@ -312,11 +316,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     if (acked !== n || notDone.length > 0) failures.push(`${name.toUpperCase()}'s outbox: ${JSON.stringify(side.outbox)} (want ${n} acked, nothing else)`)
   }
 
-  const memoryFlat = (['a', 'b'] as const).every((name) => {
-    const side = sides[name]
-    return side.rssPeakLateMiB <= Math.max(side.rssStartMiB * 1.5, side.rssStartMiB + 64)
-  })
-  if (!memoryFlat) failures.push(`memory grew: A ${sides.a.rssStartMiB} -> ${sides.a.rssPeakLateMiB} MiB, B ${sides.b.rssStartMiB} -> ${sides.b.rssPeakLateMiB} MiB`)
+  const measured = (['a', 'b'] as const).every((name) => sides[name].rssSamples.early >= 3 && sides[name].rssSamples.late >= 3)
+  const memoryFlat = measured
+    ? (['a', 'b'] as const).every((name) => {
+        const side = sides[name]
+        return side.rssPeakLateMiB <= Math.max(side.rssStartMiB * 1.5, side.rssStartMiB + 64)
+      })
+    : undefined
+  if (memoryFlat === false) failures.push(`memory grew: A ${sides.a.rssStartMiB} -> ${sides.a.rssPeakLateMiB} MiB, B ${sides.b.rssStartMiB} -> ${sides.b.rssPeakLateMiB} MiB`)
   if (options.keep === true) log(`state kept in ${dir}`)
   else rmSync(dir, {force: true, recursive: true})
   return {
@@ -363,13 +370,13 @@ async function main(): Promise<void> {
       `${name}: sent ${s.sent}, outbox ${JSON.stringify(s.outbox)}`,
       `   received ${s.inboxRows} in state (${s.inboxAccepted} accepted, ${s.inboxMissing} missing, ${s.inboxOwed} acks owed)`,
       `   reported new ${s.newReported} (twice: ${s.reportedTwice}), duplicates ${s.duplicatesReported}, stored but line lost to SIGKILL ${s.storedNotReported}`,
-      `   RSS ${s.rssStartMiB} MiB early -> ${s.rssPeakLateMiB} MiB peak late`,
+      `   RSS ${s.rssStartMiB} MiB early -> ${s.rssPeakLateMiB} MiB peak late (${s.rssSamples.early} + ${s.rssSamples.late} samples)`,
     ].join('\n')
   console.log(`\nresult after ${result.seconds} s, ${result.kills} SIGKILLs of listen`)
   console.log(`proxy: ${result.proxy.connections} connections, ${result.proxy.cuts} cuts, ${result.proxy.stalls} stalls, ${result.proxy.refused} refused, ${result.proxy.bytesUp} bytes up, ${result.proxy.bytesDown} down`)
   console.log(side('A (listen --ws)', result.a))
   console.log(side('B (stream)', result.b))
-  console.log(`memory flat: ${result.memoryFlat ? 'yes' : 'NO'}`)
+  console.log(`memory flat: ${result.memoryFlat === undefined ? 'not measured (run too short)' : result.memoryFlat ? 'yes' : 'NO'}`)
   if (result.ok) console.log('OK: every SET processed exactly once and acked, nothing pending')
   else {
     console.log(`FAILED:\n- ${result.failures.join('\n- ')}`)
