@@ -8,7 +8,7 @@ import {completeTemplate, readSetInputs, setInputFlags} from '../cli/set-input.j
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {inputStream, stdinIsTty} from '../cli/stdin.js'
-import {httpClientOptionsFrom, parseDuration, transportFlags} from '../cli/transport-flags.js'
+import {httpClientOptionsFrom, parseDuration, readCaFile, transportFlags} from '../cli/transport-flags.js'
 import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
 import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
 import {type ClientEvent, WsSessionClient} from '../lib/bindings/ws.js'
@@ -240,7 +240,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
       client = new WsSessionClient({
         ackDelayMs: flags['ack-delay'],
         batchDelayMs: flags['batch-delay'],
-        ca: http.caFile === undefined ? undefined : await readCa(http.caFile),
+        ca: http.ca ?? (http.caFile === undefined ? undefined : await readCaFile(http.caFile)),
         fallback: flags.fallback as 'none' | 'http',
         handshakeTimeoutMs: http.connectTimeoutMs,
         headers: http.headers,
@@ -339,7 +339,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
         event = uri === undefined ? undefined : (shortNameOf(uri) ?? uri)
         subject = payload.sub_id === undefined ? undefined : describeSubject(payload.sub_id)
       } else {
-        signer ??= await buildSigner({...flags, alg: undefined})
+        signer ??= await buildSigner({...flags, alg: undefined}, (m) => this.warnLoud(m))
         const minted = await mintSet(completeTemplate(item.template, defaults, item.source), signer)
         jti = minted.claims.jti
         token = minted.token
@@ -413,15 +413,6 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
       ['acks', `${summary.acksSent} sent, ${summary.owed} owed, ${summary.undecided} undecided`, `${summary.ackedByPeer} acked, ${summary.rejectedByPeer} rejected, ${summary.pending} pending`],
     )
     return `session with ${summary.peer} (${summary.binding}), ${summary.reconnects} reconnects${summary.rttMs === undefined ? '' : `, rtt ${summary.rttMs} ms`}\n${table.toString()}`
-  }
-}
-
-async function readCa(path: string): Promise<Buffer> {
-  const {readFile} = await import('node:fs/promises')
-  try {
-    return await readFile(path)
-  } catch (error) {
-    throw new PushpullError('ERR_USAGE', `cannot read --cacert ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {cause: error})
   }
 }
 
