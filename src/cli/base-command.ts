@@ -100,6 +100,12 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       return undefined
     }
 
+    if (isPushpullError(error, 'ERR_ABORTED')) {
+      // Ctrl-C is the user's own doing, not an error: a short note, exit 130.
+      this.note(`interrupted (${error.message.replace(/^interrupted by /, '')})`)
+      return undefined
+    }
+
     if (isPushpullError(error)) {
       throw new Errors.CLIError(`${error.message} [${error.code}]`, {exit: code})
     }
