@@ -12,6 +12,12 @@ export class MemoryLedgerStorage implements LedgerStorage {
   private readonly inbox = new Map<string, InboxRow & {seq: number}>()
   /** peer -> keys of pending/in_flight outbox rows. */
   private readonly active = new Map<string, Set<string>>()
+  /**
+   * peer -> (nextAt, seq) min-heap of active outbox rows, so `dueOutbox` and `nextDueAt` do not
+   * scan every SET in flight (that made a long session quadratic). Entries are never updated in
+   * place: a change pushes a new entry and the old one is dropped when it reaches the top.
+   */
+  private readonly dueHeaps = new Map<string, DueHeap>()
   /** peer -> keys of owed inbox rows. */
   private readonly owedKeys = new Map<string, Set<string>>()
   /** peer + jti -> inbox keys (one per issuer). */
@@ -27,8 +33,10 @@ export class MemoryLedgerStorage implements LedgerStorage {
   insertOutbox(row: OutboxRow): boolean {
     const key = row.peer + SEP + row.jti
     if (this.outbox.has(key)) return false
-    this.outbox.set(key, {...row, seq: ++this.seq})
+    const stored = {...row, seq: ++this.seq}
+    this.outbox.set(key, stored)
     this.index(this.active, row.peer, key, row.state === 'pending' || row.state === 'in_flight')
+    this.pushDue(stored, key)
     return true
   }
 
@@ -48,27 +56,61 @@ export class MemoryLedgerStorage implements LedgerStorage {
     if (change.err !== undefined) row.err = change.err
     if (change.description !== undefined) row.description = change.description
     this.index(this.active, peer, key, change.state === 'pending' || change.state === 'in_flight')
+    this.pushDue(row, key)
   }
 
+  /** Active rows of `peer` due at `now`, earliest first (nextAt, then insertion order). */
   dueOutbox(peer: string, now: number, limit: number): OutboxRow[] {
-    const rows: Array<OutboxRow & {seq: number}> = []
-    for (const key of this.active.get(peer) ?? []) {
-      const row = this.outbox.get(key)
-      if (row !== undefined && row.nextAt <= now) rows.push(row)
+    const heap = this.dueHeaps.get(peer)
+    if (heap === undefined) return []
+    const taken: DueEntry[] = []
+    const seen = new Set<string>()
+    while (taken.length < limit) {
+      const top = heap.peek()
+      if (top === undefined) break
+      if (!this.isCurrent(top) || seen.has(top.key)) {
+        heap.pop()
+        continue
+      }
+
+      if (top.at > now) break
+      heap.pop()
+      taken.push(top)
+      seen.add(top.key)
     }
 
-    rows.sort((a, b) => a.nextAt - b.nextAt || a.seq - b.seq)
-    return rows.slice(0, limit).map((row) => stripSeq(row))
+    // A read changes nothing: the entries go back (the ledger's update pushes fresh ones).
+    for (const entry of taken) heap.push(entry)
+    return taken.map((entry) => stripSeq(this.outbox.get(entry.key) as OutboxRow & {seq: number}))
   }
 
   nextDueAt(peer: string): number | undefined {
-    let earliest: number | undefined
-    for (const key of this.active.get(peer) ?? []) {
-      const row = this.outbox.get(key)
-      if (row !== undefined && (earliest === undefined || row.nextAt < earliest)) earliest = row.nextAt
+    const heap = this.dueHeaps.get(peer)
+    if (heap === undefined) return undefined
+    for (let top = heap.peek(); top !== undefined; top = heap.peek()) {
+      if (this.isCurrent(top)) return top.at
+      heap.pop()
     }
 
-    return earliest
+    this.dueHeaps.delete(peer)
+    return undefined
+  }
+
+  private pushDue(row: OutboxRow & {seq: number}, key: string): void {
+    if (row.state !== 'pending' && row.state !== 'in_flight') return
+    let heap = this.dueHeaps.get(row.peer)
+    if (heap === undefined) {
+      heap = new DueHeap()
+      this.dueHeaps.set(row.peer, heap)
+    }
+
+    heap.push({at: row.nextAt, key, seq: row.seq})
+  }
+
+  /** The entry still describes its row: the row exists, is active and has this nextAt. */
+  private isCurrent(entry: DueEntry): boolean {
+    const row = this.outbox.get(entry.key)
+    return row !== undefined && row.nextAt === entry.at && (row.state === 'pending' || row.state === 'in_flight')
   }
 
   requeueInFlight(peer: string | undefined, nextAt: number, updatedAt: number): number {
@@ -81,6 +123,7 @@ export class MemoryLedgerStorage implements LedgerStorage {
           row.state = 'pending'
           row.nextAt = nextAt
           row.updatedAt = updatedAt
+          this.pushDue(row, key)
           count++
         }
       }
@@ -235,4 +278,57 @@ export class MemoryLedgerStorage implements LedgerStorage {
 function stripSeq<T extends {seq: number}>(row: T): Omit<T, 'seq'> {
   const {seq: _seq, ...rest} = row
   return rest
+}
+
+interface DueEntry {
+  at: number
+  seq: number
+  key: string
+}
+
+/** A binary min-heap of due entries ordered by (at, seq). */
+class DueHeap {
+  private readonly items: DueEntry[] = []
+
+  peek(): DueEntry | undefined {
+    return this.items[0]
+  }
+
+  push(entry: DueEntry): void {
+    const items = this.items
+    items.push(entry)
+    let at = items.length - 1
+    while (at > 0) {
+      const parent = (at - 1) >> 1
+      if (!before(entry, items[parent] as DueEntry)) break
+      items[at] = items[parent] as DueEntry
+      at = parent
+    }
+
+    items[at] = entry
+  }
+
+  pop(): DueEntry | undefined {
+    const items = this.items
+    const top = items[0]
+    const last = items.pop()
+    if (top === undefined || last === undefined || items.length === 0) return top
+    let at = 0
+    for (;;) {
+      const left = at * 2 + 1
+      if (left >= items.length) break
+      const right = left + 1
+      const child = right < items.length && before(items[right] as DueEntry, items[left] as DueEntry) ? right : left
+      if (!before(items[child] as DueEntry, last)) break
+      items[at] = items[child] as DueEntry
+      at = child
+    }
+
+    items[at] = last
+    return top
+  }
+}
+
+function before(a: DueEntry, b: DueEntry): boolean {
+  return a.at < b.at || (a.at === b.at && a.seq < b.seq)
 }
