@@ -10,8 +10,8 @@
  * A = `bin/run.js listen --ws --emit -` (its N SETs come on stdin), B = `bin/run.js stream
  * ws://PROXY/pushpull` (its N SETs come on stdin), each with its own state file; HS256 SETs
  * minted here (deterministic jtis `a-…` / `b-…`), verified on both sides with PUSHPULL_SECRET.
- * A is killed only once every SET of its input was queued (its `queued` records), and restarted
- * without input: its outbox lives in its state file.
+ * A is killed at evenly spaced points of progress and restarted on its state file, given only
+ * the input it had not yet queued (its `queued` records): its outbox lives in its state file.
  *
  * At the end (both stopped with SIGINT) it checks, and prints:
  * - exactly once: no jti reported `new` twice by a receiver (NDJSON across restarts), and each
@@ -75,7 +75,7 @@ export interface SideCounts {
   outbox: Record<string, number>
   rssStartMiB: number
   rssPeakLateMiB: number
-  /** RSS samples taken early (5-30 % progress) and late (75 % on); too few means not measured. */
+  /** RSS samples (every 0.5 s) in the second fifth of the run and in its last quarter; too few means not measured. */
   rssSamples: {early: number; late: number}
 }
 
@@ -102,13 +102,13 @@ interface SideState {
   newCounts: Map<string, number>
   duplicates: number
   acks: Set<string>
-  queued: number
+  queued: Set<string>
   lastEventAt: number
-  rss: Array<{progress: number; mib: number}>
+  rss: Array<{at: number; mib: number}>
 }
 
 function sideState(name: 'a' | 'b'): SideState {
-  return {acks: new Set(), duplicates: 0, lastEventAt: Date.now(), name, newCounts: new Map(), queued: 0, rss: []}
+  return {acks: new Set(), duplicates: 0, lastEventAt: Date.now(), name, newCounts: new Map(), queued: new Set(), rss: []}
 }
 
 function spawnSide(argv: string[], side: SideState, otherPrefix: string, stdinLines?: string[]): Proc {
@@ -136,8 +136,8 @@ function spawnSide(argv: string[], side: SideState, otherPrefix: string, stdinLi
         else side.duplicates++
       } else if (record.type === 'ack' && typeof record.jti === 'string') {
         side.acks.add(record.jti)
-      } else if (record.type === 'queued') {
-        side.queued++
+      } else if (record.type === 'queued' && typeof record.jti === 'string') {
+        side.queued.add(record.jti)
       }
     }
   })
@@ -226,36 +226,39 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   let procB: Proc | undefined
   const failures: string[] = []
   let kills = 0
-  const progress = (): number => Math.min(a.newCounts.size, b.newCounts.size, b.acks.size) / n
+  const progress = (): number => (a.newCounts.size + b.newCounts.size) / (2 * n)
   const sampler = setInterval(() => {
-    const p = progress()
+    const at = Date.now()
     const ra = rssMiB(procA?.child.pid)
     const rb = rssMiB(procB?.child.pid)
-    if (ra !== undefined) a.rss.push({mib: ra, progress: p})
-    if (rb !== undefined) b.rss.push({mib: rb, progress: p})
-  }, 1000)
+    if (ra !== undefined) a.rss.push({at, mib: ra})
+    if (rb !== undefined) b.rss.push({at, mib: rb})
+  }, 500)
   const ticker = setInterval(() => {
     const s = proxy.stats()
     log(`  ${((Date.now() - started) / 1000).toFixed(0)}s  A got ${a.newCounts.size}/${n} new, B got ${b.newCounts.size}/${n} new, acks to B ${b.acks.size}, acks to A ${a.acks.size}; kills ${kills}; proxy cuts ${s.cuts} stalls ${s.stalls} refused ${s.refused}`)
   }, 5000)
 
-  const startA = async (withInput: boolean): Promise<Proc> => {
-    const proc = spawnSide(withInput ? [...listenArgs, '--emit', '-'] : listenArgs, a, 'b-', withInput ? tokensA : undefined)
+  // Restarted, A is given what it had not queued yet (a `queued` line lost to SIGKILL means the
+  // SET is offered again: the outbox answers "exists" or "jti-reused" and sends nothing twice).
+  const startA = async (): Promise<Proc> => {
+    const rest = tokensA.filter((_token, i) => !a.queued.has(`a-${String(i).padStart(7, '0')}`))
+    const proc = spawnSide(rest.length > 0 ? [...listenArgs, '--emit', '-'] : listenArgs, a, 'b-', rest.length > 0 ? rest : undefined)
     await waitFor('listen to start', () => /listening on /.test(proc.stderr()), deadline, proc)
     return proc
   }
 
   try {
-    procA = await startA(true)
+    procA = await startA()
     procB = spawnSide(['stream', `${proxy.url('ws')}/pushpull`, '--state', stateB, '--json', '--ping-interval', '5s'], b, 'a-', tokensB)
     for (let k = 1; k <= options.kills; k++) {
       const at = k / (options.kills + 1)
-      await waitFor(`progress ${at.toFixed(2)} before kill ${k}`, () => a.queued >= n && progress() >= at, deadline, procA)
+      await waitFor(`progress ${at.toFixed(2)} before kill ${k}`, () => progress() >= at, deadline, procA)
       procA.child.kill('SIGKILL')
       await procA.exited
       kills++
       log(`  SIGKILL listen (${k}/${options.kills}) at ${(progress() * 100).toFixed(0)}%`)
-      procA = await startA(false)
+      procA = await startA()
     }
 
     await waitFor('every SET received and acked', () => b.newCounts.size >= n && b.acks.size >= n, deadline, procB)
@@ -285,8 +288,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     const reportedTwice = [...side.newCounts.values()].filter((count) => count > 1).length
     let storedNotReported = 0
     for (const jti of state.jtis) if (!side.newCounts.has(jti)) storedNotReported++
-    const early = side.rss.filter((sample) => sample.progress > 0.05 && sample.progress <= 0.3).map((sample) => sample.mib)
-    const late = side.rss.filter((sample) => sample.progress >= 0.75).map((sample) => sample.mib)
+    // Early: the second fifth of the run (inputs loaded, exchange going); late: its last quarter.
+    const span = Math.max(1, Date.now() - started)
+    const early = side.rss.filter((sample) => sample.at - started >= 0.2 * span && sample.at - started <= 0.4 * span).map((sample) => sample.mib)
+    const late = side.rss.filter((sample) => sample.at - started >= 0.75 * span).map((sample) => sample.mib)
     sides[side.name] = {
       duplicatesReported: side.duplicates,
       inboxAccepted: state.accepted,
