@@ -26,7 +26,7 @@ import {PushpullError} from '../lib/errors.js'
 import {SsfClient} from '../lib/ssf/client.js'
 import {discoverTransmitter, type TransmitterMetadata} from '../lib/ssf/metadata.js'
 import {createHttpAgent, createHttpClient, type HttpClient, type HttpClientOptions} from '../lib/transport/http.js'
-import {httpClientOptionsFrom, type TransportContext, type TransportFlagValues, transportFlags} from './transport-flags.js'
+import {httpClientOptionsFrom, readCaFile, type TransportContext, type TransportFlagValues, transportFlags} from './transport-flags.js'
 import type {VerifyFlagValues} from './verify-flags.js'
 
 const GROUP = 'SSF'
@@ -145,7 +145,8 @@ export async function prepareVerification<F extends VerifyFlagValues & IssuerFla
     warn('--insecure: the TLS certificate of the --jwks URL is NOT verified; anyone on the path can substitute the keys SETs are verified with')
   }
 
-  const agent = createHttpAgent({caFile: applied.cacert, connectTimeoutMs: applied['connect-timeout'], insecure: applied.insecure})
+  const ca = applied.cacert === undefined ? undefined : await readCaFile(applied.cacert)
+  const agent = createHttpAgent({ca, caFile: applied.cacert, connectTimeoutMs: applied['connect-timeout'], insecure: applied.insecure})
   let closed = false
   return {
     async close() {

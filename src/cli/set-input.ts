@@ -9,13 +9,13 @@
  *
  * `readSetInputs` yields items one by one; `completeTemplate` adds the --iss/--aud/--txn defaults.
  */
-import {readFile} from 'node:fs/promises'
 import {Readable} from 'node:stream'
 
 import {Flags} from '@oclif/core'
 
 import {PushpullError} from '../lib/errors.js'
 import {buildEventPayload} from '../lib/events.js'
+import {DEFAULT_FILE_MAX_BYTES, readFileBounded} from '../lib/keys.js'
 import type {SetTemplate} from '../lib/mint.js'
 import {parseJsonSafely} from '../lib/set.js'
 import {parseSubject, validateSubject} from '../lib/subject.js'
@@ -65,6 +65,8 @@ export interface SetInputOptions {
   stdin?: Readable
   /** Largest single JSON document or line, in bytes. Default 1 MiB. */
   maxItemBytes?: number
+  /** Largest event file, read whole, in bytes (stdin is read lazily and has no total bound). Default 16 MiB. */
+  maxFileBytes?: number
 }
 
 const COMPACT = /^[\w-]*\.[\w-]*\.[\w-]*(\.[\w-]*\.[\w-]*)?$/
@@ -259,15 +261,12 @@ export async function* readSetInputs(options: SetInputOptions): AsyncGenerator<S
     if (file === '-') {
       lines = readLines(options.stdin ?? inputStream(), maxItemBytes)
     } else {
-      let text: string
-      try {
-        text = await readFile(file, 'utf8')
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code
-        throw usage(`${file}: ${code === 'ENOENT' ? 'no such file' : `cannot be read (${code ?? 'error'})`}`)
-      }
-
-      lines = linesOfText(text)
+      const text = await readFileBounded(file, {
+        fail: (failure, cause) =>
+          new PushpullError('ERR_USAGE', `${file}: ${failure.text}${failure.reason === 'too-large' ? '; feed a longer event stream on stdin (-) instead' : ''}`, {cause}),
+        maxBytes: options.maxFileBytes ?? DEFAULT_FILE_MAX_BYTES,
+      })
+      lines = linesOfText(text.toString('utf8'))
     }
 
     for await (const document of parseDocuments(lines, source, maxItemBytes)) {

@@ -8,11 +8,12 @@
  *
  * Token values are never echoed: not in errors, warnings, --json output or --dry-run output.
  */
-import {readFile, stat} from 'node:fs/promises'
+import {stat} from 'node:fs/promises'
 
 import {Flags} from '@oclif/core'
 
 import {PushpullError} from '../lib/errors.js'
+import {DEFAULT_FILE_MAX_BYTES, readFileBounded} from '../lib/keys.js'
 import {
   DEFAULT_BODY_TIMEOUT_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
@@ -166,6 +167,38 @@ export async function warnIfOthersCanRead(path: string, what: string, warn: (mes
   }
 }
 
+/** Largest token file read (--token-file, --push-token-file; listen's holds one token a line): 1 MiB. */
+export const DEFAULT_TOKEN_FILE_MAX_BYTES = 1024 * 1024
+/** Largest TLS file read (--cacert, --tls-cert, --tls-key): 16 MiB (a system CA bundle is about 0.2 MiB). */
+export const DEFAULT_TLS_FILE_MAX_BYTES = DEFAULT_FILE_MAX_BYTES
+
+/**
+ * Read a file a flag names, whole but at most `maxBytes` (a FIFO works; `/dev/zero` or a huge file
+ * is refused). Errors name the flag, the file and the limit, never the content:
+ * "cannot read --tls-key PATH: ENOENT", "--tls-key PATH is larger than 16777216 bytes".
+ */
+export async function readFlagFile(
+  path: string,
+  flag: string,
+  options: {code?: 'ERR_CONFIG' | 'ERR_USAGE'; maxBytes?: number} = {},
+): Promise<Buffer> {
+  const code = options.code ?? 'ERR_USAGE'
+  return readFileBounded(path, {
+    fail(failure, cause) {
+      if (failure.reason === 'too-large') return new PushpullError(code, `${flag} ${path} ${failure.text}`)
+      return new PushpullError(code, `cannot read ${flag} ${path}: ${(cause as NodeJS.ErrnoException | undefined)?.code ?? failure.text}`, {cause})
+    },
+    maxBytes: options.maxBytes ?? DEFAULT_TLS_FILE_MAX_BYTES,
+  })
+}
+
+/** Read a --cacert file (bounded) and check that it holds a PEM certificate. ERR_CONFIG otherwise. */
+export async function readCaFile(path: string, maxBytes = DEFAULT_TLS_FILE_MAX_BYTES): Promise<string> {
+  const text = (await readFlagFile(path, '--cacert', {code: 'ERR_CONFIG', maxBytes})).toString('utf8')
+  if (!text.includes('-----BEGIN CERTIFICATE-----')) throw new PushpullError('ERR_CONFIG', `the CA file ${path} holds no PEM certificate`)
+  return text
+}
+
 /** Read a token file: first line, trimmed; warn when group or others can read it. */
 export async function readTokenFile(path: string, warn: (message: string) => void): Promise<string> {
   let text: string
@@ -176,7 +209,7 @@ export async function readTokenFile(path: string, warn: (message: string) => voi
       warn(`the token file ${path} is readable by other users (mode ${(info.mode & 0o777).toString(8)}); run: chmod 600 ${path}`)
     }
 
-    text = await readFile(path, 'utf8')
+    text = (await readFlagFile(path, '--token-file', {maxBytes: DEFAULT_TOKEN_FILE_MAX_BYTES})).toString('utf8')
   } catch (error) {
     if (error instanceof PushpullError) throw error
     throw new PushpullError('ERR_USAGE', `cannot read --token-file ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {cause: error})
@@ -205,7 +238,11 @@ export async function httpClientOptionsFrom(flags: TransportFlagValues, context:
     throw new PushpullError('ERR_USAGE', 'the bearer token contains spaces, control or non-ASCII characters')
   }
 
-  if (flags.cacert !== undefined) options.caFile = flags.cacert
+  if (flags.cacert !== undefined) {
+    // Read here, bounded and once; the client and the WebSocket deliverer use `ca` before `caFile`.
+    options.caFile = flags.cacert
+    options.ca = await readCaFile(flags.cacert)
+  }
   if (flags.insecure === true) {
     options.insecure = true
     context.warn('--insecure: TLS certificates are NOT verified; anyone on the path can read and change this traffic, bearer token included')

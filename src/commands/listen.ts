@@ -1,5 +1,3 @@
-import {readFile} from 'node:fs/promises'
-
 import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
@@ -10,7 +8,7 @@ import {createStatusLine, formatCounts, formatRecord, forwardRecordOf, type List
 import {completeTemplate, readSetInputs} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
-import {httpClientOptionsFrom, parseDuration, transportFlags, warnIfOthersCanRead} from '../cli/transport-flags.js'
+import {DEFAULT_TOKEN_FILE_MAX_BYTES, httpClientOptionsFrom, parseDuration, readFlagFile, transportFlags, warnIfOthersCanRead} from '../cli/transport-flags.js'
 import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
 import {attachListenerSessions, type SessionServerHandle} from '../lib/session-server.js'
 import {PushpullError} from '../lib/errors.js'
@@ -456,12 +454,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     const file = this.flags['token-file']
     if (file !== undefined) {
       await warnIfOthersCanRead(file, 'token file', (m) => this.warnLoud(m))
-      let text: string
-      try {
-        text = await readFile(file, 'utf8')
-      } catch (error) {
-        throw new PushpullError('ERR_USAGE', `cannot read --token-file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {cause: error})
-      }
+      const text = (await readFlagFile(file, '--token-file', {maxBytes: DEFAULT_TOKEN_FILE_MAX_BYTES})).toString('utf8')
 
       for (const [index, line] of text.split(/\r?\n/).entries()) {
         if (line.trim() === '' || line.trim().startsWith('#')) continue
@@ -515,11 +508,7 @@ function describeToken(token: string, source: string): OutgoingSet {
 }
 
 async function readPem(path: string, flag: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8')
-  } catch (error) {
-    throw new PushpullError('ERR_USAGE', `cannot read ${flag} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {cause: error})
-  }
+  return (await readFlagFile(path, flag)).toString('utf8')
 }
 
 function isLoopback(host: string): boolean {

@@ -177,20 +177,38 @@ export function verificationKeysFromText(text: string, source: string, options: 
   return verificationKeysFromJson(value, source, options)
 }
 
-/** Largest key file read (PEM, JWK or JWKS file): 16 MiB, the same as a fetched JWKS. */
-export const DEFAULT_KEY_FILE_MAX_BYTES = 16 * 1024 * 1024
+/** Largest local file read whole (key, event, token and TLS files): 16 MiB, the same as a fetched JWKS. */
+export const DEFAULT_FILE_MAX_BYTES = 16 * 1024 * 1024
+/** Largest key file read (PEM, JWK or JWKS file). */
+export const DEFAULT_KEY_FILE_MAX_BYTES = DEFAULT_FILE_MAX_BYTES
+
+/** Why `readFileBounded` gave up; `text` reads after the file name ("no such file", "is larger than N bytes"). */
+export interface FileReadFailure {
+  reason: 'missing' | 'unreadable' | 'too-large'
+  text: string
+}
+
+export interface BoundedReadOptions {
+  /** Most bytes read; one more is a failure. Default 16 MiB (DEFAULT_FILE_MAX_BYTES). */
+  maxBytes?: number
+  /** Build the error to throw (each caller has its own code and wording). */
+  fail: (failure: FileReadFailure, cause?: unknown) => PushpullError
+}
 
 /**
- * Read a key file as UTF-8, at most `maxBytes` (a FIFO such as `<(vault read ...)` works; a huge
- * file or `/dev/zero` is refused instead of filling memory).
+ * Read a local file whole, at most `maxBytes` (a FIFO such as `<(vault read ...)` works; a huge
+ * file or `/dev/zero` is refused instead of filling memory). Every local file pushpull reads whole
+ * goes through here: key files, event files, token files, TLS certificates and keys.
  */
-async function readKeyFile(path: string, maxBytes = DEFAULT_KEY_FILE_MAX_BYTES): Promise<string> {
+export async function readFileBounded(path: string, options: BoundedReadOptions): Promise<Buffer> {
+  const maxBytes = options.maxBytes ?? DEFAULT_FILE_MAX_BYTES
+  const unreadable = (error: unknown) => options.fail({reason: 'unreadable', text: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`}, error)
   let handle: FileHandle
   try {
     handle = await open(path, 'r')
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    throw keyError(path, code === 'ENOENT' ? 'no such file' : `cannot be read (${code ?? 'error'})`, error)
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw options.fail({reason: 'missing', text: 'no such file'}, error)
+    throw unreadable(error)
   }
 
   try {
@@ -201,17 +219,23 @@ async function readKeyFile(path: string, maxBytes = DEFAULT_KEY_FILE_MAX_BYTES):
       const {bytesRead} = await handle.read(buffer, 0, buffer.length, null)
       if (bytesRead === 0) break
       size += bytesRead
-      if (size > maxBytes) throw keyError(path, `is larger than ${maxBytes} bytes; not a key file`)
+      if (size > maxBytes) throw options.fail({reason: 'too-large', text: `is larger than ${maxBytes} bytes`})
       chunks.push(buffer.subarray(0, bytesRead))
     }
 
-    return Buffer.concat(chunks).toString('utf8')
+    return Buffer.concat(chunks)
   } catch (error) {
     if (error instanceof PushpullError) throw error
-    throw keyError(path, `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`, error)
+    throw unreadable(error)
   } finally {
     await handle.close()
   }
+}
+
+/** Read a key file as UTF-8, at most `maxBytes`. */
+async function readKeyFile(path: string, maxBytes = DEFAULT_KEY_FILE_MAX_BYTES): Promise<string> {
+  const fail = (failure: FileReadFailure, cause?: unknown) => keyError(path, failure.reason === 'too-large' ? `${failure.text}; not a key file` : failure.text, cause)
+  return (await readFileBounded(path, {fail, maxBytes})).toString('utf8')
 }
 
 /** Read verification keys from a PEM, JWK or JWKS file (a JWKS holds at most `maxKeys` keys, default 100). */

@@ -1,4 +1,4 @@
-import {chmodSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -8,7 +8,7 @@ import {BaseCommand} from '../../src/cli/base-command.js'
 import {httpClientOptionsFrom, parseByteSize, parseDuration, parseHeaderFlags, readTokenFile, transportFlags} from '../../src/cli/transport-flags.js'
 import {PushpullError} from '../../src/lib/errors.js'
 import type {HttpClientOptions} from '../../src/lib/transport/http.js'
-import {runCommand} from '../helpers/cli.js'
+import {ROOT, runCommand} from '../helpers/cli.js'
 
 const TOKEN = 'flag-t0ken-value'
 const dir = mkdtempSync(join(tmpdir(), 'pushpull-flags-'))
@@ -33,7 +33,7 @@ function tokenFile(name: string, content: string, mode: number): string {
 
 describe('transport flags through a real command', () => {
   it('maps every flag to client options', async () => {
-    const cacert = join(dir, 'ca.pem')
+    const cacert = join(ROOT, 'test/fixtures/tls/localhost.crt')
     const {exitCode, result, stderr} = await runCommand(TransportProbe, [
       '--token',
       TOKEN,
@@ -54,6 +54,7 @@ describe('transport flags through a real command', () => {
     expect(stderr).toBe('')
     expect(result).toEqual({
       bodyTimeoutMs: 2000,
+      ca: readFileSync(cacert, 'utf8'),
       caFile: cacert,
       connectTimeoutMs: 500,
       headers: {'X-One': '1', 'X-Two': 'two words'},

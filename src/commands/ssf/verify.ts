@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {SsfCommand} from '../../cli/ssf-command.js'
 import {ssfFlags} from '../../cli/issuer-flag.js'
-import {parseDuration} from '../../cli/transport-flags.js'
+import {parseDuration, readCaFile} from '../../cli/transport-flags.js'
 import {PushpullError} from '../../lib/errors.js'
 import {JwksUrlKeySource} from '../../lib/keys.js'
 import {DELIVERY_POLL} from '../../lib/ssf/metadata.js'
@@ -71,7 +71,7 @@ For push streams, use --no-wait and watch "pushpull listen" for the verification
 
         // The JWKS is fetched under the same TLS rules as the rest: --cacert, --insecure.
         const tlsFlagsGiven = this.flags.cacert !== undefined || this.flags.insecure
-        const agent = metadata.jwks_uri !== undefined && tlsFlagsGiven ? createHttpAgent({caFile: this.flags.cacert, insecure: this.flags.insecure}) : undefined
+        const agent = metadata.jwks_uri !== undefined && tlsFlagsGiven ? createHttpAgent({ca: this.flags.cacert === undefined ? undefined : await readCaFile(this.flags.cacert), caFile: this.flags.cacert, insecure: this.flags.insecure}) : undefined
         const verifier = createVerifier({
           allowUnsigned: this.flags['allow-unsigned'],
           issuer: metadata.issuer,

@@ -32,7 +32,7 @@ export interface HttpClientOptions {
   maxResponseBytes?: number
   /** A PEM file of extra trusted CAs, read once when the client is created (added to the defaults). */
   caFile?: string
-  /** PEM text of extra trusted CAs (same as `caFile`, for callers that already hold it). */
+  /** PEM text of extra trusted CAs (same as `caFile`, for callers that already hold it; wins over `caFile`). */
   ca?: string | Buffer
   /** Do not verify the server certificate. The CLI warns loudly; never a silent default. */
   insecure?: boolean
@@ -279,7 +279,7 @@ export type HttpAgentOptions = Pick<HttpClientOptions, 'bodyTimeoutMs' | 'ca' | 
  */
 export function createHttpAgent(options: HttpAgentOptions = {}): Agent {
   let extraCa: string | Buffer | undefined = options.ca
-  if (options.caFile !== undefined) {
+  if (options.caFile !== undefined && options.ca === undefined) {
     try {
       extraCa = readFileSync(options.caFile)
     } catch (error) {
