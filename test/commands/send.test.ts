@@ -5,8 +5,10 @@ import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import Send from '../../src/commands/send.js'
+import {TAMPERED_KID} from '../../src/lib/tamper.js'
 import {jsonLines, runCommand} from '../helpers/cli.js'
 import {
+  decodeSetUnverified,
   generatePeerKey,
   makeSetClaims,
   mintSets,
@@ -17,6 +19,7 @@ import {
   startPushpullHttpPeer,
   startPushReceiver,
   verifyingJudge,
+  verifySetSignature,
 } from '../helpers/peers/index.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'pushpull-send-'))
@@ -104,6 +107,35 @@ describe('send --via push (RFC 8935 spec peer)', () => {
       expect((jsonLines(result.stdout) as Rec[])[0]).toMatchObject({err, status: 'rejected', tamper: {asExpected: true, mode}})
     })
   }
+
+  it('--tamper kid: re-signed with the real key under an unknown kid, rejected with invalid_key', async () => {
+    const before = push.requests.length
+    const result = await runCommand(Send, ['--to', push.url, '--tamper', 'kid', ...MINT, '--json'])
+    expect(result.exitCode).toBe(0)
+    expect((jsonLines(result.stdout) as Rec[])[0]).toMatchObject({
+      err: 'invalid_key',
+      status: 'rejected',
+      tamper: {asExpected: true, errMatches: true, expectedErr: 'invalid_key', mode: 'kid'},
+    })
+    expect(push.requests.length - before).toBe(1)
+    const sent = push.requests.at(-1)!.body
+    const {claims, header} = decodeSetUnverified(sent)
+    expect(header).toMatchObject({alg: 'ES256', kid: TAMPERED_KID})
+    expect(claims).toMatchObject({aud: 'https://rp.example', iss: 'https://idp.example'})
+    // Only the kid is wrong: the signature is valid for the real key, and not for the kid it names.
+    expect(verifySetSignature(sent, [{...key, kid: TAMPERED_KID}])).toBe(true)
+    expect(verifySetSignature(sent, [key])).toBe(false)
+  })
+
+  it('--tamper kid needs the signing key (it re-signs): ERR_USAGE with --unsigned, nothing sent', async () => {
+    const before = push.requests.length
+    const result = await runCommand(Send, ['--to', push.url, '--tamper', 'kid', '--unsigned', '--iss', 'https://idp.example', '--event', 'caep.session-revoked', '--subject', 'opaque:1', '--json'])
+    expect(result.exitCode).toBe(2)
+    expect(jsonLines(result.stdout).at(-1)).toMatchObject({
+      error: {code: 'ERR_USAGE', message: '--tamper kid re-signs the SET: give the key it was signed with (--signing-key or --secret)'},
+    })
+    expect(push.requests.length).toBe(before)
+  })
 
   it('--tamper against a receiver that accepts everything: exit 5 naming the failure', async () => {
     const lax = await startPushReceiver()
