@@ -125,6 +125,41 @@ function makeSign(key: KeyObject, alg: string): FastSign {
   }
 }
 
+/**
+ * What a worker thread needs to check signatures for (key, alg) exactly as `fastVerifierFor`
+ * does: plain data and KeyObjects only, so it survives `postMessage` (src/lib/verify-pool.ts).
+ */
+export type FastVerifyParams =
+  | {kind: 'hmac'; secret: Buffer}
+  | {kind: 'signature'; hash: string | null; key: KeyObject; dsaEncoding?: 'ieee-p1363'; padding?: number; saltLength?: number; bytes?: number}
+
+/** The parameters of the fast verifier for (key, alg); `undefined` when the fast path does not cover it. */
+export function fastVerifyParamsFor(key: KeyObject, alg: string): FastVerifyParams | undefined {
+  if (!fastPathCovers(key, alg, 'verify')) return undefined
+  switch (alg) {
+    case 'HS256': {
+      return {kind: 'hmac', secret: key.export()}
+    }
+
+    case 'ES256':
+    case 'ES384': {
+      return {bytes: ECDSA[alg].bytes, dsaEncoding: 'ieee-p1363', hash: ECDSA[alg].hash, key, kind: 'signature'}
+    }
+
+    case 'PS256': {
+      return {hash: 'sha256', key, kind: 'signature', padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: PSS_SALT_BYTES}
+    }
+
+    case 'RS256': {
+      return {hash: 'sha256', key, kind: 'signature'}
+    }
+
+    default: {
+      return {hash: null, key, kind: 'signature'}
+    }
+  }
+}
+
 const verifiers = new WeakMap<KeyObject, Map<string, FastVerify | null>>()
 const signers = new WeakMap<KeyObject, Map<string, FastSign | null>>()
 

@@ -11,11 +11,12 @@
  * holds the proof against jose.
  */
 import {isUtf8} from 'node:buffer'
+import type {KeyObject} from 'node:crypto'
 
 import type * as JoseModule from 'jose'
 
 import {fastVerifierFor} from './crypto-fast.js'
-import {PushpullError} from './errors.js'
+import {isPushpullError, PushpullError} from './errors.js'
 import {DEFAULT_MAX_DEPTH, maxNestingDepth} from './json.js'
 import {ASYMMETRIC_ALGORITHMS, type KeySource, keyFitsAlgorithm, StaticKeySource, type VerificationKey} from './keys.js'
 import {audiencesOf, type DecodedSet, type DecodedToken, decodeToken, DEFAULT_MAX_SET_BYTES, type SetHeader, validateClaims} from './set.js'
@@ -44,6 +45,21 @@ export interface VerifierOptions {
   maxBytes?: number
   /** Clock in ms. Default Date.now. */
   now?: () => number
+  /**
+   * Where fast-path signature checks run (a worker-thread pool, src/lib/verify-pool.ts). Default:
+   * in this thread. Only the signature check moves; every other check and every error stays here.
+   */
+  signatures?: SignatureOffload
+}
+
+/**
+ * Checks a signature for a (key, alg) pair that `fastVerifierFor` covers, somewhere else: resolves
+ * true or false exactly as the fast verifier returns; rejects with the primitive's error when it
+ * threw (a signature mismatch, as in this thread), or with ERR_INTERNAL when the check could not
+ * run at all (that error is passed on as it is).
+ */
+export interface SignatureOffload {
+  check(key: KeyObject, alg: string, signingInput: string, signature: Buffer): Promise<boolean>
 }
 
 export interface VerifiedSet extends DecodedSet {
@@ -158,6 +174,7 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_SET_BYTES
   if (!Number.isInteger(maxBytes) || maxBytes <= 0) throw new PushpullError('ERR_CONFIG', 'the SET size limit must be a positive integer')
   const now = options.now ?? Date.now
+  const offload = options.signatures
 
   function checkHeader(header: Record<string, unknown>): void {
     const {typ, crit} = header
@@ -343,8 +360,10 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
         signature ??= Buffer.from(decoded.signature, 'base64url')
         let ok = false
         try {
-          ok = fast(decoded.signingInput, signature)
+          ok = offload === undefined ? fast(decoded.signingInput, signature) : await offload.check(key.key, alg, decoded.signingInput, signature)
         } catch (error) {
+          // The offload itself failed (a worker died): not a verdict about this SET.
+          if (isPushpullError(error, 'ERR_INTERNAL')) throw error
           // WebCrypto throwing inside verify is a verification failure for jose too.
           failure = signatureMismatch(key, error)
           continue

@@ -10,13 +10,14 @@ import {createHmac, createSecretKey, generateKeyPairSync, type KeyObject, random
 
 import fc from 'fast-check'
 import {CompactSign, compactVerify} from 'jose'
-import {describe, expect, it} from 'vitest'
+import {afterAll, describe, expect, it} from 'vitest'
 
 import {fastPathCovers} from '../../src/lib/crypto-fast.js'
 import {isPushpullError} from '../../src/lib/errors.js'
 import {type KeySource, StaticKeySource, type VerificationKey} from '../../src/lib/keys.js'
 import {mintSet} from '../../src/lib/mint.js'
 import {createVerifier, type SetVerifier, type VerifierOptions} from '../../src/lib/verify.js'
+import {createVerifyPool} from '../../src/lib/verify-pool.js'
 import {createReferenceVerifier} from './verify-differential-reference.js'
 
 const NOW = 1_760_000_000_000
@@ -159,11 +160,16 @@ async function verdictOf(verifier: {verify(token: string): Promise<unknown>}, t:
 
 interface Pair {
   fast: SetVerifier
+  /** The same verifier with its signature checks in worker threads (src/lib/verify-pool.ts). */
+  pooled: SetVerifier
   reference: ReturnType<typeof createReferenceVerifier>
 }
 
+const POOL = createVerifyPool({maxBatch: 3, workers: 2})
+afterAll(async () => POOL.close())
+
 function pair(options: VerifierOptions): Pair {
-  return {fast: createVerifier(options), reference: createReferenceVerifier(options)}
+  return {fast: createVerifier(options), pooled: createVerifier({...options, signatures: POOL}), reference: createReferenceVerifier(options)}
 }
 
 /** Both verdicts; the test asserts they are equal and returns the verdict for further checks. */
@@ -173,6 +179,7 @@ async function compare(verifiers: Pair, t: string): Promise<Verdict> {
   expect(fast).toEqual(reference)
   // Twice: the second call goes through the remembered header and key lookup.
   expect(await verdictOf(verifiers.fast, t)).toEqual(reference)
+  expect(await verdictOf(verifiers.pooled, t)).toEqual(reference)
   return fast
 }
 
