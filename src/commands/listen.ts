@@ -9,7 +9,7 @@ import {completeTemplate, readSetInputs} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {DEFAULT_TOKEN_FILE_MAX_BYTES, httpClientOptionsFrom, parseDuration, readFlagFile, transportFlags, warnIfOthersCanRead} from '../cli/transport-flags.js'
-import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
+import {buildVerifier, verifyFlags, verifyPoolFor, verifyWorkersFlag} from '../cli/verify-flags.js'
 import {attachListenerSessions, type SessionServerHandle} from '../lib/session-server.js'
 import {PushpullError} from '../lib/errors.js'
 import {shortNameOf} from '../lib/events.js'
@@ -125,6 +125,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
 
   static override flags = {
     ...verifyFlags,
+    'verify-workers': verifyWorkersFlag,
     ...issuerFlags,
     ...ssfListenFlags,
     ...stateFlags,
@@ -259,10 +260,12 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     // --token / --token-file here are the tokens peers present to us, never sent to a transmitter.
     const prepared = await prepareVerification({...flags, token: undefined, 'token-file': undefined}, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
     let verifier
+    const verifyPool = await verifyPoolFor(flags['verify-workers'])
     try {
-      verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher})
+      verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher, signatures: verifyPool})
     } catch (error) {
       await prepared.close()
+      await verifyPool?.close()
       throw error
     }
 
@@ -431,6 +434,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       status.stop()
       transmitter?.close()
       await prepared.close()
+      await verifyPool?.close()
       await sessions?.close()
       // listener may be unset when start-up failed before it was created.
       if (listener !== undefined) await listener.close()

@@ -9,7 +9,7 @@ import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {inputStream, stdinIsTty} from '../cli/stdin.js'
 import {httpClientOptionsFrom, parseDuration, readCaFile, transportFlags} from '../cli/transport-flags.js'
-import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
+import {buildVerifier, verifyFlags, verifyPoolFor, verifyWorkersFlag} from '../cli/verify-flags.js'
 import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
 import {type ClientEvent, WsSessionClient} from '../lib/bindings/ws.js'
 import {PushpullError, toPushpullError} from '../lib/errors.js'
@@ -87,6 +87,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
   static override flags = {
     ...signFlags,
     ...verifyFlags,
+    'verify-workers': verifyWorkersFlag,
     ...setInputFlags,
     ...stateFlags,
     ...transportFlags,
@@ -135,10 +136,12 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
     const http = await httpClientOptionsFrom(flags, {userAgent: `pushpull/${this.config.version}`, warn: (message) => this.warnLoud(message)})
     const prepared = await prepareVerification(flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (message) => this.warnLoud(message)})
     let verifier
+    const verifyPool = await verifyPoolFor(flags['verify-workers'])
     try {
-      verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher})
+      verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher, signatures: verifyPool})
     } catch (error) {
       await prepared.close()
+      await verifyPool?.close()
       throw error
     }
 
@@ -297,6 +300,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
       clearTimeout(durationTimer)
       status.stop()
       await prepared.close()
+      await verifyPool?.close()
     }
 
     try {

@@ -53,7 +53,7 @@ describe('createVerifyPool', () => {
     const pooled = createVerifier({...options, signatures: pool})
     const tokens: string[] = []
     for (let i = 0; i < 150; i++) {
-      const signer = i % 2 === 0 ? {alg: 'ES256', key: ec.privateKey, kid: 'ec'} : {alg: 'HS256', key: secret.key, kid: 'hs'}
+      const signer = i % 2 === 0 ? {alg: 'ES256' as const, key: ec.privateKey, kid: 'ec'} : {alg: 'HS256' as const, key: secret.key, kid: 'hs'}
       const {token} = await mintSet(TEMPLATE, signer, {now: () => NOW})
       // Every third one tampered: last signature character changed.
       tokens.push(i % 3 === 0 ? `${token.slice(0, -2)}${token.at(-2) === 'A' ? 'B' : 'A'}${token.at(-1)}` : token)
@@ -76,7 +76,7 @@ describe('createVerifyPool', () => {
     const pool = createVerifyPool({workers: 1})
     const ec = generateKeyPairSync('ec', {namedCurve: 'P-256'})
     const verifier = createVerifier({keys: [new StaticKeySource([{key: ec.publicKey, source: 'ec.pem'}])], now: () => NOW, signatures: pool})
-    const {token} = await mintSet(TEMPLATE, {alg: 'ES256', key: ec.privateKey}, {now: () => NOW})
+    const {token} = await mintSet(TEMPLATE, {alg: 'ES256' as const, key: ec.privateKey}, {now: () => NOW})
     expect((await verifier.verify(token)).verified).toBe(true)
     await pool.close()
     const error = await caught(async () => verifier.verify(token))
