@@ -8,7 +8,7 @@ import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {httpClientOptionsFrom, transportFlags} from '../cli/transport-flags.js'
 import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
 import {peerIdOf, pollerEntryFor, pollerNames} from '../lib/bindings/index.js'
-import {runPollSession} from '../lib/poll-session.js'
+import {DEFAULT_MAX_DRAIN_POLLS, runPollSession} from '../lib/poll-session.js'
 import {SetReceiver} from '../lib/receiver.js'
 import {checkPeerUrl, createHttpClient} from '../lib/transport/http.js'
 import type {SetVerifier} from '../lib/verify.js'
@@ -27,6 +27,8 @@ export interface PollSummary {
   deferred: number
   acked: number
   setErrs: number
+  /** The transmitter still has SETs (a one-shot poll stopped at --max-events or the request cap). */
+  moreAvailable: boolean
 }
 
 export default class Poll extends BaseCommand<typeof Poll> {
@@ -38,7 +40,10 @@ export default class Poll extends BaseCommand<typeof Poll> {
 
 Every SET received is reported back: acked when valid, in setErrs with the matching err when not
 (invalid_key for a bad signature, invalid_issuer, invalid_audience, invalid_request). A one-shot
-poll sends one poll request and then one ack-only request, so nothing is left owed by accident.
+poll sends a poll request; while the transmitter answers moreAvailable it polls again at once
+(returnImmediately, acking the previous batch on the way) until moreAvailable is false, --max-events
+SETs were received in total, or ${DEFAULT_MAX_DRAIN_POLLS} requests were made; then one ack-only request, so
+nothing is left owed by accident.
 --follow loops with long polls, backs off on errors (Retry-After honoured) and survives transmitter
 restarts; Ctrl-C sends one last ack-only request and exits 130.
 
@@ -68,7 +73,11 @@ Without --jwks/--verify-key/--secret nothing is verified and SETs are shown UNVE
     }),
     follow: Flags.boolean({char: 'f', default: false, description: 'Keep polling (long polls) until Ctrl-C; back off and retry on errors.'}),
     interactive: Flags.boolean({char: 'i', default: false, description: 'Decide each received SET in an interactive view (needs a terminal).'}),
-    'max-events': Flags.integer({description: 'Most SETs per response (RFC 8936 maxEvents, pushpull maxResponseEvents). [default: the transmitter decides]', min: 0}),
+    'max-events': Flags.integer({
+      description:
+        'Most SETs per response (RFC 8936 maxEvents, pushpull maxResponseEvents); a one-shot poll also stops following moreAvailable after this many in total. [default: the transmitter decides]',
+      min: 0,
+    }),
     'return-immediately': Flags.boolean({default: false, description: 'Ask the transmitter to answer at once instead of holding the request (RFC 8936 returnImmediately).'}),
     via: Flags.string({default: 'poll', description: 'Binding.', options: pollerNames()}),
   }
@@ -147,6 +156,7 @@ Without --jwks/--verify-key/--secret nothing is verified and SETs are shown UNVE
 
       if (!json) {
         this.note(`${summary.received} new, ${summary.duplicates} duplicate, ${summary.rejected} rejected, ${summary.deferred} deferred SET(s) from ${peer}; acked ${summary.acked}, setErrs ${summary.setErrs}`)
+        if (summary.moreAvailable && !flags.follow) this.note(`${peer} has more SETs: poll again to fetch them`)
       }
 
       if (summary.stoppedBy !== undefined) throw summary.stoppedBy

@@ -2,9 +2,12 @@
  * The poller's loop (`poll`, RFC 8936 or pushpull HTTP): report what we owe, fetch SETs, judge and
  * store them with the SetReceiver, and report them back on the next request.
  *
- * - One-shot (`follow: false`): one poll request (carrying acks owed from earlier runs), then one
- *   final ack-only request for everything now owed, so nothing is left owed by accident. A
- *   failure of the poll request throws.
+ * - One-shot (`follow: false`): one poll request (carrying acks owed from earlier runs); while the
+ *   transmitter answers `moreAvailable` (RFC 8936 section 2.5: the receiver MAY poll again at
+ *   once), poll again with `returnImmediately` (each request carrying the acks for the previous
+ *   batch) until it stops saying so, `maxEvents` SETs were received in this run, or
+ *   `maxDrainPolls` requests were made. Then one final ack-only request for everything now owed,
+ *   so nothing is left owed by accident. A failure of a poll request throws.
  * - Follow: loop (long polls unless told otherwise); on a retryable failure (network, timeout,
  *   408/425/429/5xx, a malformed response) back off with full jitter (Retry-After honoured) and try
  *   again, so a restarting server is survived. Credentials, TLS and other permanent failures throw.
@@ -24,6 +27,8 @@ import {DEFAULT_BACKOFF, type BackoffPolicy, retryDelay} from './retry.js'
 
 export const DEFAULT_FLUSH_TIMEOUT_MS = 5000
 export const DEFAULT_OWED_PER_REQUEST = 1000
+/** Most poll requests a one-shot run makes while the transmitter keeps answering moreAvailable. */
+export const DEFAULT_MAX_DRAIN_POLLS = 100
 
 export interface PollSessionOptions {
   poller: Poller
@@ -31,8 +36,16 @@ export interface PollSessionOptions {
   peer: string
   signal: AbortSignal
   follow?: boolean
-  /** RFC 8936 maxEvents / pushpull maxResponseEvents. */
+  /**
+   * RFC 8936 maxEvents / pushpull maxResponseEvents: most SETs per response. A one-shot run also
+   * stops following moreAvailable once it has received this many SETs in total (and asks each
+   * request for the rest only).
+   */
   maxEvents?: number
+  /** One-shot: poll again while the transmitter answers moreAvailable. Default true. */
+  drain?: boolean
+  /** One-shot: most poll requests made while following moreAvailable. Default 100 (DEFAULT_MAX_DRAIN_POLLS). */
+  maxDrainPolls?: number
   returnImmediately?: boolean
   /** Called with each batch's outcomes (print; an interactive review may decide SETs here). */
   onReceived?: (result: ReceiveResult) => void | Promise<void>
@@ -61,6 +74,8 @@ export interface PollSessionSummary {
   /** Acks and setErrs delivered to the peer. */
   acked: number
   setErrs: number
+  /** The last response said the transmitter has more SETs (a one-shot run stopped at a limit). */
+  moreAvailable: boolean
   /** The owed report the final flush could not deliver (left owed in the ledger). */
   flushError?: PushpullError
   stoppedBy?: PushpullError
@@ -104,9 +119,15 @@ export async function runPollSession(options: PollSessionOptions): Promise<PollS
   const sleep = options.sleep ?? defaultSleep
   const random = options.random ?? Math.random
   const backoff = options.backoff ?? DEFAULT_BACKOFF
-  const summary: PollSessionSummary = {acked: 0, deferred: 0, duplicates: 0, polls: 0, received: 0, rejected: 0, setErrs: 0}
+  const summary: PollSessionSummary = {acked: 0, deferred: 0, duplicates: 0, moreAvailable: false, polls: 0, received: 0, rejected: 0, setErrs: 0}
+  const drain = options.follow !== true && options.drain !== false
+  const maxDrainPolls = options.maxDrainPolls ?? DEFAULT_MAX_DRAIN_POLLS
   let immediate = new Map<string, SetErr>()
   let failures = 0
+  /** SETs received in this run (any outcome), for the one-shot total. */
+  let taken = 0
+  /** One-shot: poll again (the last answer said moreAvailable and no limit is reached). */
+  let again = false
 
   const delivered = (report: OwedReport): void => {
     receiver.delivered(peer, report)
@@ -121,7 +142,8 @@ export async function runPollSession(options: PollSessionOptions): Promise<PollS
     let result
     try {
       summary.polls++
-      result = await poller.poll({maxEvents: options.maxEvents, owed, returnImmediately: options.returnImmediately}, signal)
+      const maxEvents = drain && options.maxEvents !== undefined ? options.maxEvents - taken : options.maxEvents
+      result = await poller.poll({maxEvents, owed, returnImmediately: again ? true : options.returnImmediately}, signal)
     } catch (error) {
       if (signal.aborted) break
       const failure = toPushpullError(error)
@@ -141,7 +163,13 @@ export async function runPollSession(options: PollSessionOptions): Promise<PollS
       options.onReport?.(result.report)
     }
 
-    if (result.received.sets.size > 0 || (result.received.invalidSets?.size ?? 0) > 0) {
+    const count = result.received.sets.size + (result.received.invalidSets?.size ?? 0)
+    taken += count
+    summary.moreAvailable = result.moreAvailable
+    // An answer without SETs ends the drain even if it claims more (no busy loop on a confused peer).
+    again =
+      drain && result.moreAvailable && count > 0 && (options.maxEvents === undefined || taken < options.maxEvents) && summary.polls < maxDrainPolls
+    if (count > 0) {
       const received = await receiver.receive(peer, result.received)
       immediate = received.immediate
       for (const outcome of received.outcomes) {
@@ -155,7 +183,7 @@ export async function runPollSession(options: PollSessionOptions): Promise<PollS
     }
 
     if (options.stopAfter !== undefined && summary.received >= options.stopAfter) break
-  } while (options.follow === true)
+  } while (options.follow === true || again)
 
   if (signal.aborted) {
     summary.stoppedBy = isPushpullError(signal.reason) ? signal.reason : new PushpullError('ERR_ABORTED', 'interrupted')

@@ -18,6 +18,50 @@ writeFileSync(JWKS, JSON.stringify(publicJwks([key])))
 type Rec = Record<string, unknown>
 
 describe('poll (RFC 8936 spec transmitter)', () => {
+  it('one-shot follows moreAvailable: polls again at once, acking each batch on the way, until nothing more', async () => {
+    const tx = await startPollTransmitter({defaultMaxEvents: 2, longPollTimeoutMs: 200})
+    try {
+      const sets = mintSets(5, key)
+      const jtis = sets.map((s) => s.jti)
+      tx.queue(sets)
+      // No --return-immediately: the follow-up polls ask for it themselves.
+      const result = await runCommand(Poll, [tx.url, '--memory-state', '--jwks', JWKS, '--json'])
+      expect(result.exitCode).toBe(0)
+      const lines = jsonLines(result.stdout) as Rec[]
+      expect(lines.filter((l) => l.type === 'set').map((r) => r.jti)).toEqual(jtis)
+      expect(tx.polls.map((p) => ({ack: p.ack, maxEvents: p.maxEvents, returnImmediately: p.returnImmediately, returned: p.returned}))).toEqual([
+        {ack: [], maxEvents: undefined, returnImmediately: undefined, returned: jtis.slice(0, 2)},
+        {ack: jtis.slice(0, 2), maxEvents: undefined, returnImmediately: true, returned: jtis.slice(2, 4)},
+        {ack: jtis.slice(2, 4), maxEvents: undefined, returnImmediately: true, returned: jtis.slice(4)},
+        {ack: jtis.slice(4), maxEvents: 0, returnImmediately: true, returned: []},
+      ])
+      expect(tx.pending()).toEqual([])
+      expect(lines.at(-1)).toMatchObject({acked: 5, moreAvailable: false, polls: 3, received: 5, type: 'summary'})
+    } finally {
+      await tx.close()
+    }
+  })
+
+  it('one-shot stops following moreAvailable at --max-events in total and says more are available', async () => {
+    const tx = await startPollTransmitter({defaultMaxEvents: 2})
+    try {
+      const sets = mintSets(5, key)
+      const jtis = sets.map((s) => s.jti)
+      tx.queue(sets)
+      const result = await runCommand(Poll, [tx.url, '--memory-state', '--jwks', JWKS, '--return-immediately', '--max-events', '3', '--no-color'])
+      expect(result.exitCode).toBe(0)
+      expect(tx.polls.map((p) => [p.maxEvents, p.returned.length])).toEqual([[3, 3], [0, 0]])
+      expect(tx.acked).toEqual(jtis.slice(0, 3))
+      expect(tx.pending()).toEqual(jtis.slice(3))
+      expect(result.stderr).toContain(`${tx.url} has more SETs: poll again to fetch them`)
+      const rest = await runCommand(Poll, [tx.url, '--memory-state', '--jwks', JWKS, '--return-immediately', '--json'])
+      expect(jsonLines(rest.stdout).at(-1)).toMatchObject({moreAvailable: false, received: 2})
+      expect(tx.pending()).toEqual([])
+    } finally {
+      await tx.close()
+    }
+  })
+
   it('one-shot: receives, verifies, then acks in one final ack-only request', async () => {
     const tx = await startPollTransmitter()
     try {

@@ -6,6 +6,7 @@
 import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 
 import {createRfc8936Poller} from '../../src/lib/bindings/poll.js'
+import type {Poller} from '../../src/lib/bindings/types.js'
 import {StaticKeySource, verificationKeysFromJson} from '../../src/lib/keys.js'
 import {Ledger} from '../../src/lib/ledger.js'
 import {runPollSession} from '../../src/lib/poll-session.js'
@@ -70,6 +71,43 @@ describe('one-shot', () => {
       details: {status: 503},
     })
     expect(tx.requestCount()).toBe(1)
+  })
+})
+
+describe('one-shot drain (moreAvailable)', () => {
+  /** The real poller, as seen through a transmitter that serves at most `cap` SETs per response (RFC 8936 allows fewer than maxEvents). */
+  function capped(cap: number): {asked: Array<number | undefined>; poller: Poller} {
+    const inner = poller()
+    const asked: Array<number | undefined> = []
+    return {
+      asked,
+      poller: {
+        ...inner,
+        async poll(params, signal) {
+          asked.push(params.maxEvents)
+          return inner.poll({...params, maxEvents: Math.min(cap, params.maxEvents ?? cap)}, signal)
+        },
+      },
+    }
+  }
+
+  it('asks each follow-up request for the rest of maxEvents only', async () => {
+    tx.queue(mintSets(5, key))
+    const {asked, poller: p} = capped(2)
+    const summary = await runPollSession({maxEvents: 3, peer: PEER, poller: p, receiver, returnImmediately: true, signal: new AbortController().signal})
+    expect(asked).toEqual([3, 1])
+    expect(tx.polls.map((poll) => [poll.maxEvents, poll.returned.length])).toEqual([[2, 2], [1, 1], [0, 0]])
+    expect(summary).toMatchObject({acked: 3, moreAvailable: true, polls: 2, received: 3})
+  })
+
+  it('stops at maxDrainPolls, not at all with drain: false, else when moreAvailable ends', async () => {
+    tx.queue(mintSets(6, key))
+    const run = (extra: {drain?: boolean; maxDrainPolls?: number}) =>
+      runPollSession({...extra, peer: PEER, poller: capped(1).poller, receiver, returnImmediately: true, signal: new AbortController().signal})
+    expect(await run({maxDrainPolls: 2})).toMatchObject({acked: 2, moreAvailable: true, polls: 2, received: 2})
+    expect(await run({drain: false})).toMatchObject({acked: 1, moreAvailable: true, polls: 1, received: 1})
+    expect(await run({})).toMatchObject({acked: 3, moreAvailable: false, polls: 3, received: 3})
+    expect(tx.pending()).toEqual([])
   })
 })
 
