@@ -11,6 +11,7 @@ import {measureColdStart} from './cold-start.js'
 import {measureCrypto} from './crypto.js'
 import {measureDelivery} from './delivery.js'
 import {type BenchConfig, type Row, verdict} from './util.js'
+import {measureWs} from './ws-figures.js'
 
 const quick = process.argv.includes('--quick')
 const config: BenchConfig = quick ? {quick, roundMs: 150, rounds: 3} : {quick, roundMs: 400, rounds: 5}
@@ -25,17 +26,11 @@ figures.coldStart = cold.figures
 const delivery = await measureDelivery(config)
 figures.delivery = delivery.figures
 
-const notMeasured = 'not measured: needs the WebSocket session (src/lib/session.ts, bindings/ws.ts), not landed when the bench was written'
-rows.push(
-  ...delivery.rows,
-  {figure: '1', note: notMeasured, target: '>= 25x push', value: 'n/a', what: 'pushpull WebSocket (batched), verification off / ES256'},
-  ...crypto.rows.filter((r) => r.figure === '2'),
-  ...crypto.rows.filter((r) => r.figure === '3'),
-  {figure: '4', note: notMeasured, target: '>= 0.8x memory', value: 'n/a', what: 'WebSocket, ledger on disk vs in memory'},
-  {figure: '5', note: notMeasured, target: '< 200 MiB', value: 'n/a', what: 'peak RSS, listen --ws, 1,000,000 SETs'},
-  {figure: '6', note: notMeasured, value: 'n/a', what: 'latency p50/p99 at 5,000 SETs/s over WebSocket'},
-  ...cold.rows,
-)
+const ws = await measureWs(config, {es256: delivery.figures['push+ES256'] ?? Number.NaN, off: delivery.figures.push ?? Number.NaN})
+figures.ws = ws.figures
+// One table in figure order (1, 1b, 2, ... 7); rows of one figure keep their order.
+const order = ['1', '1b', '2', '3', '4', '5', '6', '7']
+rows.push(...[...delivery.rows, ...ws.rows, ...crypto.rows, ...cold.rows].map((row, index) => ({index, row})).sort((a, b) => order.indexOf(a.row.figure) - order.indexOf(b.row.figure) || a.index - b.index).map(({row}) => row))
 
 const header = ['fig', 'what', 'value', 'ratio', 'target', 'verdict', 'note']
 const table = rows.map((r) => [r.figure, r.what, r.value, r.ratio ?? '', r.target ?? '', verdict(r.met), r.note ?? ''])
