@@ -333,21 +333,96 @@ export function parseSubject(input: string): SubjectIdentifier {
 const DESCRIBE_MAX_DEPTH = 4
 
 /**
- * One-line human form of a subject, `email email=ana@example.com`, sanitised for display (peer
- * text may hold terminal control characters). Objects nested deeper than a valid subject can be
- * are shown as `(…)`, so a hostile `sub_id` cannot exhaust the stack or cost quadratic time.
+ * One-line human form of a subject, sanitised for display (peer text may hold terminal control
+ * characters). Simple subjects are shown in the shorthand `parseSubject` reads back
+ * (`email:ana@example.com`, `iss_sub:https://idp|1234`, `did:example:123`, `ip-addresses:1.2.3.4,::1`);
+ * aliases and complex subjects as `aliases(email:a@example.com, opaque:u1)` and
+ * `complex(user=email:a@example.com, session=opaque:s1)`. Anything else (unknown format, extra or
+ * non-string members, legacy `subject_type`) falls back to `format key=value ...`. Objects nested
+ * deeper than a valid subject can be are shown as `…`, so a hostile `sub_id` cannot exhaust the
+ * stack or cost quadratic time.
  */
 export function describeSubject(subject: unknown): string {
   return sanitizeText(describeAt(subject, 0))
 }
 
+/** The members a simple format's shorthand carries, in order, and how they are joined. */
+const SHORTHAND: Readonly<Record<string, {members: readonly string[]}>> = {
+  account: {members: ['uri']},
+  did: {members: ['url']},
+  email: {members: ['email']},
+  iss_sub: {members: ['iss', 'sub']},
+  jwt_id: {members: ['iss', 'jti']},
+  opaque: {members: ['id']},
+  phone_number: {members: ['phone_number']},
+  saml_assertion_id: {members: ['issuer', 'assertion_id']},
+  uri: {members: ['uri']},
+}
+
+/** The shorthand `parseSubject` turns back into exactly this subject, or undefined when there is none. */
+function shorthandOf(subject: Record<string, unknown>, format: string): string | undefined {
+  const keys = Object.keys(subject).filter((key) => key !== 'format')
+  if (format === 'ip-addresses') {
+    const list = subject['ip-addresses']
+    if (keys.length !== 1 || !Array.isArray(list) || list.length === 0) return undefined
+    const ok = list.every((item) => typeof item === 'string' && item !== '' && item.trim() === item && !item.includes(','))
+    return ok ? `ip-addresses:${list.join(',')}` : undefined
+  }
+
+  const spec = hasOwn(SHORTHAND, format) ? SHORTHAND[format] : undefined
+  if (spec === undefined || keys.length !== spec.members.length) return undefined
+  const values: string[] = []
+  for (const member of spec.members) {
+    const value = hasOwn(subject, member) ? subject[member] : undefined
+    if (typeof value !== 'string' || value === '') return undefined
+    values.push(value)
+  }
+
+  // A pair splits at its first "|", so the first part must not hold one.
+  if (values.length === 2 && values[0]!.includes('|')) return undefined
+  const [first = ''] = values
+  let text: string
+  if (format === 'did') {
+    if (!first.startsWith('did:')) return undefined
+    text = first.startsWith('did:did:') ? `did:${first}` : first
+  } else if (format === 'account') {
+    if (!first.startsWith('acct:')) return undefined
+    text = `account:${first}`
+  } else {
+    text = `${format}:${values.join('|')}`
+  }
+
+  // parseSubject trims the whole text.
+  return text.trim() === text ? text : undefined
+}
+
 function describeAt(subject: unknown, depth: number): string {
   if (!isRecord(subject)) return Array.isArray(subject) ? '[…]' : String(subject)
   if (depth >= DESCRIBE_MAX_DEPTH) return '…'
-  const format = typeof subject.format === 'string' ? subject.format : typeof subject.subject_type === 'string' ? subject.subject_type : '?'
+  const format = typeof subject.format === 'string' ? subject.format : undefined
+  const nested = (value: unknown): string => {
+    if (!isRecord(value)) return Array.isArray(value) ? '[…]' : String(value)
+    const text = describeAt(value, depth + 1)
+    return text.includes(' ') && !/^\w[\w-]*\(/.test(text) ? `(${text})` : text
+  }
+
+  if (format !== undefined) {
+    const shorthand = shorthandOf(subject, format)
+    if (shorthand !== undefined) return shorthand
+    const members = Object.entries(subject).filter(([key]) => key !== 'format')
+    if (format === 'aliases' && members.length === 1 && Array.isArray(subject.identifiers) && subject.identifiers.every((item) => isRecord(item))) {
+      return `aliases(${subject.identifiers.map((item) => nested(item)).join(', ')})`
+    }
+
+    if (format === 'complex' && members.length > 0 && members.every(([, value]) => isRecord(value))) {
+      return `complex(${members.map(([key, value]) => `${key}=${nested(value)}`).join(', ')})`
+    }
+  }
+
+  const label = format ?? (typeof subject.subject_type === 'string' ? subject.subject_type : '?')
   const show = (value: unknown): string => (isRecord(value) ? `(${describeAt(value, depth + 1)})` : Array.isArray(value) ? '[…]' : String(value))
   const parts = Object.entries(subject)
     .filter(([key]) => key !== 'format' && key !== 'subject_type')
     .map(([key, value]) => `${key}=${Array.isArray(value) ? value.map((item) => show(item)).join(',') : show(value)}`)
-  return `${format} ${parts.join(' ')}`.trim()
+  return `${label} ${parts.join(' ')}`.trim()
 }

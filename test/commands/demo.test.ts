@@ -20,7 +20,7 @@ describe('demo', () => {
   it('human output shows the decoded SETs, the acks and the summary table', async () => {
     const result = await runCommand(Demo, ['--no-color'])
     expect(result.exitCode).toBe(0)
-    expect(result.stdout).toMatch(/\[listen\] NEW {2}caep\.session-revoked {2}email email=ana@example\.com/)
+    expect(result.stdout).toMatch(/\[listen\] NEW {2}caep\.session-revoked {2}email:ana@example\.com/)
     expect(result.stdout).toMatch(/\[stream\] ACKED by peer/)
     expect(result.stdout).toContain('every SET was verified, stored and acknowledged, both ways, over one WebSocket session')
     expect(result.stderr).toMatch(/keys: two ES256 key pairs in .*pushpull-demo-/)

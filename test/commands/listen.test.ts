@@ -81,7 +81,7 @@ describe('listen', () => {
       [a.jti, 'duplicate', 'push'],
       [b.jti, 'new', 'pushpull'],
     ])
-    expect(sets[0]).toMatchObject({event: 'caep.session-revoked', iss: 'https://peer.example', peer: 'anonymous', subject: 'email email=user@example.com', verified: true})
+    expect(sets[0]).toMatchObject({event: 'caep.session-revoked', iss: 'https://peer.example', peer: 'anonymous', subject: 'email:user@example.com', verified: true})
     expect((sets[0]!.claims as Record<string, unknown>).jti).toBe(a.jti)
     expect(records.at(-1)).toMatchObject({counts: {duplicates: 1, received: 2}, stopped: 'max-events', type: 'summary'})
     expect(result.stderr).toContain(`listening on http://127.0.0.1:${port}`)
@@ -96,7 +96,7 @@ describe('listen', () => {
     const result = await running
     expect(result.exitCode).toBe(0)
     expect(result.stderr).toMatch(/warning: no verification keys .* UNVERIFIED/)
-    expect(result.stdout).toContain(`NEW  caep.session-revoked  email email=user@example.com  jti=${a.jti}  iss=https://peer.example  UNVERIFIED  from anonymous via push`)
+    expect(result.stdout).toContain(`NEW  caep.session-revoked  email:user@example.com  jti=${a.jti}  iss=https://peer.example  UNVERIFIED  from anonymous via push`)
   })
 
   it('stops on SIGINT: finishes, flushes state and exits 130', async () => {

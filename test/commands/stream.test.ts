@@ -73,7 +73,7 @@ describe('stream', () => {
     p.queue(mintSets(1, peerKey))
     const result = await runCommand(Stream, [p.url, '--memory-state', '--max-events', '1', '--no-color'], {stdin: ''})
     expect(result.exitCode).toBe(0)
-    expect(result.stdout).toMatch(/NEW {2}caep\.session-revoked {2}email email=user@example\.com .*UNVERIFIED/)
+    expect(result.stdout).toMatch(/NEW {2}caep\.session-revoked {2}email:user@example\.com .*UNVERIFIED/)
     expect(result.stderr).toContain('incoming SET signatures are NOT checked')
     expect(result.stderr).toMatch(/session with http:\/\/127\.0\.0\.1:\d+\/pushpull \(ws\)/)
     expect(result.stderr).toContain('1 new, 0 duplicate, 0 rejected')

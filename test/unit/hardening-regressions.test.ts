@@ -82,7 +82,7 @@ describe('A2: describeSubject recursion (subject.ts)', () => {
     let subject: Record<string, unknown> = {format: 'opaque', id: 'leaf'}
     for (let i = 0; i < 50_000; i++) subject = {format: 'complex', user: subject}
     const text = describeSubject(subject)
-    expect(text).toBe('complex user=(complex user=(complex user=(complex user=(…))))')
+    expect(text).toBe('complex(user=complex(user=complex(user=complex(user=…))))')
   })
 
   it('does not stringify nested arrays (Array#toString recurses)', () => {
@@ -94,7 +94,7 @@ describe('A2: describeSubject recursion (subject.ts)', () => {
 
   it('still shows a valid nested subject in full', () => {
     const subject = {format: 'complex', user: {format: 'aliases', identifiers: [{format: 'email', email: 'a@example.com'}, {format: 'opaque', id: 'u1'}]}}
-    expect(describeSubject(subject)).toBe('complex user=(aliases identifiers=(email email=a@example.com),(opaque id=u1))')
+    expect(describeSubject(subject)).toBe('complex(user=aliases(email:a@example.com, opaque:u1))')
   })
 })
 

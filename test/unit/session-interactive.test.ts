@@ -82,7 +82,7 @@ describe('reviewReceived', () => {
     ])
     expect(ledger.owed(PEER, 10).ack.sort()).toEqual(['jti-0', 'jti-1'])
     expect(keys.text).toContain('caep.session-revoked')
-    expect(keys.text).toContain('email email=u0@example.com')
+    expect(keys.text).toContain('email:u0@example.com')
     expect(keys.text).toContain('VERIFIED ES256')
   })
 
@@ -107,7 +107,7 @@ describe('reviewReceived', () => {
   it('pick which to ack, and the pending table shows both directions', async () => {
     const s = await setup(2)
     ledger = s.ledger
-    ledger.enqueue(PEER, [{event: 'risc.account-disabled', jti: 'out-1', subject: 'email email=x@example.com', token: 'a.b.c'}])
+    ledger.enqueue(PEER, [{event: 'risc.account-disabled', jti: 'out-1', subject: 'email:x@example.com', token: 'a.b.c'}])
     const keys = new Keys()
     const review = reviewReceived(s.outcomes, {input: keys.input, ledger, output: keys.output, peer: PEER, theme})
     // menu: "Show pending acks" (down x3), then "Pick which to ack": un-tick the second

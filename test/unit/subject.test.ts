@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import {describe, expect, it} from 'vitest'
 
 import {PushpullError} from '../../src/lib/errors.js'
@@ -183,7 +184,59 @@ describe('validateSubject', () => {
   })
 
   it('describeSubject is a sanitised one-liner', () => {
-    expect(describeSubject({email: 'ana@example.com', format: 'email'})).toBe('email email=ana@example.com')
-    expect(describeSubject({format: 'complex', user: {format: 'opaque', id: 'u\u0007'}})).toBe('complex user=(opaque id=u)')
+    expect(describeSubject({email: 'ana@example.com', format: 'email'})).toBe('email:ana@example.com')
+    expect(describeSubject({format: 'complex', user: {format: 'opaque', id: 'u\u0007'}})).toBe('complex(user=opaque:u)')
+  })
+
+  it.each([
+    'email:ana@example.com',
+    'iss_sub:https://idp|1234',
+    'opaque:stream-1',
+    'phone_number:+15551234567',
+    'account:acct:ana@example.com',
+    'did:example:123',
+    'uri:https://rp.example/users/1',
+    'jwt_id:https://idp.example|jti-1',
+    'saml_assertion_id:https://idp.example/saml|ID_1',
+    'ip-addresses:1.2.3.4,::1',
+  ])('describeSubject shows %s as the shorthand the user types', (text) => {
+    expect(describeSubject(parseSubject(text))).toBe(text)
+  })
+
+  it('describeSubject: readable aliases and complex, key=value for anything without a shorthand', () => {
+    const aliases = {format: 'aliases', identifiers: [{email: 'a@example.com', format: 'email'}, {format: 'opaque', id: 'u1'}]}
+    expect(describeSubject(aliases)).toBe('aliases(email:a@example.com, opaque:u1)')
+    expect(describeSubject({format: 'complex', session: {format: 'opaque', id: 'a b'}, user: aliases})).toBe('complex(session=(opaque:a b), user=aliases(email:a@example.com, opaque:u1))')
+    expect(describeSubject({email: 'a@example.com', extra: 1, format: 'email'})).toBe('email email=a@example.com extra=1')
+    expect(describeSubject({format: 'iss_sub', iss: 'https://idp|x', sub: '1'})).toBe('iss_sub iss=https://idp|x sub=1')
+    expect(describeSubject({email: 'a@example.com', subject_type: 'email'})).toBe('email email=a@example.com')
+    expect(describeSubject({format: 'did', url: 'did:did:x'})).toBe('did:did:did:x')
+    expect(describeSubject({format: 'email', email: '\u001b[31mred\u202e@example.com'})).toBe('email:[31mred@example.com')
+  })
+
+  it('property: the shorthand describeSubject shows parses back to the same subject', () => {
+    const part = fc.stringMatching(/^[\w.+@:/-]{1,20}$/)
+    const ip = fc.oneof(fc.ipV4(), fc.ipV6())
+    const subject = fc.oneof(
+      part.map((v) => ({email: `${v}@example.com`, format: 'email'})),
+      part.map((v) => ({format: 'opaque', id: v})),
+      fc.integer({max: 99_999_999_999, min: 1_000_000}).map((n) => ({format: 'phone_number', phone_number: `+${n}`})),
+      part.map((v) => ({format: 'account', uri: `acct:${v}@example.com`})),
+      part.map((v) => ({format: 'did', url: `did:example:${v}`})),
+      part.map((v) => ({format: 'uri', uri: `https://example.com/${v}`})),
+      fc.tuple(part, fc.string({maxLength: 20, minLength: 1})).map(([a, b]) => ({format: 'iss_sub', iss: `https://${a}`, sub: b.trim() === '' ? 'x' : b.trim()})),
+      fc.tuple(part, part).map(([a, b]) => ({format: 'jwt_id', iss: `https://${a}`, jti: b})),
+      fc.tuple(part, part).map(([a, b]) => ({assertion_id: b, format: 'saml_assertion_id', issuer: `https://${a}`})),
+      fc.array(ip, {maxLength: 4, minLength: 1}).map((list) => ({format: 'ip-addresses', 'ip-addresses': list})),
+    )
+    fc.assert(
+      fc.property(subject, (value) => {
+        if (validateSubject(value).some((f) => f.severity === 'error')) return
+        const shown = describeSubject(value)
+        expect(shown.startsWith(value.format === 'did' ? 'did:' : `${value.format}:`)).toBe(true)
+        expect(parseSubject(shown)).toEqual(value)
+      }),
+      {numRuns: 500, seed: 424_242},
+    )
   })
 })
