@@ -22,7 +22,7 @@
  * Exits 1 when a check fails or the time bound passes.
  */
 import {type ChildProcessWithoutNullStreams, spawn} from 'node:child_process'
-import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
+import {createWriteStream, mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -111,33 +111,40 @@ function sideState(name: 'a' | 'b'): SideState {
   return {acks: new Set(), duplicates: 0, lastEventAt: Date.now(), name, newCounts: new Map(), queued: new Set(), rss: []}
 }
 
-function spawnSide(argv: string[], side: SideState, otherPrefix: string, stdinLines?: string[]): Proc {
+function spawnSide(argv: string[], side: SideState, otherPrefix: string, logBase: string, stdinLines?: string[]): Proc {
   const child = spawn(process.execPath, [BIN, ...argv], {cwd: ROOT, env: {...process.env, NO_COLOR: '1', PUSHPULL_SECRET: SECRET}})
   let stderr = ''
   let rest = ''
+  // Every run's output is kept next to its state (the directory is kept when the soak fails).
+  const out = createWriteStream(`${logBase}.ndjson`)
+  const err = createWriteStream(`${logBase}.stderr`)
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    err.write(chunk)
     stderr = (stderr + chunk).slice(-20_000)
   })
+  child.on('close', () => {
+    out.end()
+    err.end()
+  })
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    out.write(chunk)
     const lines = (rest + chunk).split('\n')
     rest = lines.pop() ?? ''
     for (const line of lines) {
       if (line === '') continue
-      let record: {type?: string; jti?: string; status?: string}
-      try {
-        record = JSON.parse(line) as typeof record
-      } catch {
-        continue
-      }
-
+      // A regular expression, not JSON.parse: the harness must read faster than two CLIs write
+      // (a record has one "type"; a set record's claims carry the same jti).
+      const type = /"type":"(\w+)"/.exec(line)?.[1]
+      const jti = /"jti":"([^"]+)"/.exec(line)?.[1]
+      if (type === undefined || jti === undefined) continue
       side.lastEventAt = Date.now()
-      if (record.type === 'set' && typeof record.jti === 'string' && record.jti.startsWith(otherPrefix)) {
-        if (record.status === 'new') side.newCounts.set(record.jti, (side.newCounts.get(record.jti) ?? 0) + 1)
+      if (type === 'set' && jti.startsWith(otherPrefix)) {
+        if (line.includes('"status":"new","type":"set"')) side.newCounts.set(jti, (side.newCounts.get(jti) ?? 0) + 1)
         else side.duplicates++
-      } else if (record.type === 'ack' && typeof record.jti === 'string') {
-        side.acks.add(record.jti)
-      } else if (record.type === 'queued' && typeof record.jti === 'string') {
-        side.queued.add(record.jti)
+      } else if (type === 'ack') {
+        side.acks.add(jti)
+      } else if (type === 'queued') {
+        side.queued.add(jti)
       }
     }
   })
@@ -243,14 +250,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   // SET is offered again: the outbox answers "exists" or "jti-reused" and sends nothing twice).
   const startA = async (): Promise<Proc> => {
     const rest = tokensA.filter((_token, i) => !a.queued.has(`a-${String(i).padStart(7, '0')}`))
-    const proc = spawnSide(rest.length > 0 ? [...listenArgs, '--emit', '-'] : listenArgs, a, 'b-', rest.length > 0 ? rest : undefined)
+    const proc = spawnSide(rest.length > 0 ? [...listenArgs, '--emit', '-'] : listenArgs, a, 'b-', join(dir, `listen-${kills}`), rest.length > 0 ? rest : undefined)
     await waitFor('listen to start', () => /listening on /.test(proc.stderr()), deadline, proc)
     return proc
   }
 
   try {
     procA = await startA()
-    procB = spawnSide(['stream', `${proxy.url('ws')}/pushpull`, '--state', stateB, '--json', '--ping-interval', '5s'], b, 'a-', tokensB)
+    procB = spawnSide(['stream', `${proxy.url('ws')}/pushpull`, '--state', stateB, '--json', '--ping-interval', '5s'], b, 'a-', join(dir, 'stream'), tokensB)
     for (let k = 1; k <= options.kills; k++) {
       const at = k / (options.kills + 1)
       await waitFor(`progress ${at.toFixed(2)} before kill ${k}`, () => progress() >= at, deadline, procA)
@@ -329,7 +336,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       })
     : undefined
   if (memoryFlat === false) failures.push(`memory grew: A ${sides.a.rssStartMiB} -> ${sides.a.rssPeakLateMiB} MiB, B ${sides.b.rssStartMiB} -> ${sides.b.rssPeakLateMiB} MiB`)
-  if (options.keep === true) log(`state kept in ${dir}`)
+  if (options.keep === true || failures.length > 0) log(`state and outputs kept in ${dir}`)
   else rmSync(dir, {force: true, recursive: true})
   return {
     a: sides.a,
