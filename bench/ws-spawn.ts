@@ -38,7 +38,9 @@ interface Child {
 
 async function spawnListen(args: readonly string[], env: Record<string, string> = {}): Promise<Child> {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PUSHPULL_')))
-  const child = spawn(process.execPath, [BIN, 'listen', '--port', '0', '--ws', ...args], {
+  // BENCH_LISTEN_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof": profile the listener child.
+  const nodeArgs = (process.env.BENCH_LISTEN_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'listen', '--port', '0', '--ws', ...args], {
     cwd: ROOT,
     env: {...clean, NO_COLOR: '1', ...env},
     stdio: ['ignore', 'ignore', 'pipe'],
