@@ -4,6 +4,7 @@ import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import {isPushpullError, PushpullError} from '../lib/errors.js'
 import {EXIT_CODE_OF, ExitCode} from './exit-codes.js'
+import {writeOut} from './stdout.js'
 import {createTheme, type Theme} from './theme.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
@@ -62,12 +63,12 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
    */
   public override log(message = '', ...args: unknown[]): void {
     const text = args.length > 0 ? format(message, ...args) : message
-    process.stdout.write(`${text}\n`)
+    writeOut(`${text}\n`)
   }
 
   /** `--json` output is compact: one JSON value per line, so streams are NDJSON. */
   protected override logJson(json: unknown): void {
-    process.stdout.write(`${JSON.stringify(json)}\n`)
+    writeOut(`${JSON.stringify(json)}\n`)
   }
 
   /** One NDJSON record on stdout (streaming commands under --json). */

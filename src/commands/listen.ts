@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
+import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
 import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
 import {openLedgerWithSsfStreams, ssfListenFlags, ssfSigningKey} from '../cli/ssf-listen.js'
@@ -344,6 +345,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
         allowHosts: flags['allow-host'],
         allowOrigins: flags['allow-origin'],
         forwarder,
+        handoff: stdoutFlushed,
         headersTimeoutMs: flags['headers-timeout'],
         host: flags.host,
         ledger,
@@ -363,6 +365,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       const {url} = await listener.listen()
       if (flags.ws) {
         sessions = attachListenerSessions(listener, {
+          handoff: stdoutFlushed,
           limits: {maxSetBytes: flags['max-set-bytes'], maxSets: flags['max-sets']},
           maxConnections: flags['max-connections'],
           maxConnectionsPerAddress: flags['max-connections-per-address'],

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
+import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
 import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
 import {receivedRecord, renderReceived} from '../cli/report.js'
@@ -137,6 +138,8 @@ Without --jwks/--verify-key/--secret nothing is verified and SETs are shown UNVE
             }
           }
 
+          // Acks go out on the next request: only once these lines have left the process.
+          await stdoutFlushed()
           if (flags.interactive) await reviewReceived(result.outcomes, {ledger, peer, signal: this.signal, theme: this.theme})
         },
         onReport: (report) => {

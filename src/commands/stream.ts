@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import Table from 'cli-table3'
 
 import {BaseCommand} from '../cli/base-command.js'
+import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
 import {formatRecord, type ListenRecord, recordsOf} from '../cli/listen-output.js'
 import {completeTemplate, readSetInputs, setInputFlags} from '../cli/set-input.js'
@@ -245,6 +246,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
         batchDelayMs: flags['batch-delay'],
         ca: http.ca ?? (http.caFile === undefined ? undefined : await readCaFile(http.caFile)),
         fallback: flags.fallback as 'none' | 'http',
+        handoff: stdoutFlushed,
         handshakeTimeoutMs: http.connectTimeoutMs,
         headers: http.headers,
         httpPollMs: flags['http-poll'],

@@ -184,6 +184,13 @@ export interface ListenerOptions {
    * crash-safety test (the CLI kills the process here when asked); inert when absent.
    */
   afterStore?: (peer: string, binding: Binding) => void
+  /**
+   * Hand-off of reported SETs to their consumer: resolves once everything `onEvent` has output so
+   * far is out of the process (the CLI waits for stdout to flush), or returns undefined when
+   * nothing is pending. The listener awaits it after reporting received SETs and before reading
+   * the acks it owes, so nothing is acknowledged before it was handed off. Default: none.
+   */
+  handoff?: () => Promise<void> | undefined
   /** Clock in ms, for `moreAvailable` and long-poll wake-ups (use the ledger's). Default Date.now. */
   now?: () => number
 }
@@ -469,6 +476,7 @@ export class Listener {
   async exchange(peer: string, object: CommunicationObject, binding: Binding, options: {maxResponseEvents?: number} = {}): Promise<Exchange> {
     this.applyReport(peer, object.ack, object.setErrs)
     const immediate = await this.receiveBatch(peer, binding, object.sets, object.invalidSets)
+    await this.handedOff()
     const owed = this.receiver.owed(peer, this.maxAcks, immediate)
     const limit = Math.min(options.maxResponseEvents ?? object.maxResponseEvents ?? this.maxResponseEvents, this.limits.maxSets)
     const sets = this.takeSets(peer, limit)
@@ -598,6 +606,7 @@ export class Listener {
       const parsed = parseMultiPushRequest(body, this.limits)
       const immediate = await this.receiveBatch(peer, 'multi-push', parsed.sets, parsed.invalidSets)
       this.options.afterStore?.(peer, 'multi-push')
+      await this.handedOff()
       const owed = this.receiver.owed(peer, this.maxAcks, immediate)
       const exchange = this.exchangeOf(peer, 'multi-push', owed, new Map())
       this.sendAfter(res, exchange, 202, buildMultiPushResponse({ack: owed.ack, setErrs: owed.setErrs}))
@@ -646,7 +655,14 @@ export class Listener {
     if (sets.size === 0 && invalidSets.size === 0) return {immediate: new Map<string, SetErr>(), outcomes: [] as ReceiveOutcome[]}
     const result = await this.receiver.receive(peer, {invalidSets, sets})
     for (const outcome of result.outcomes) this.reportOutcome(peer, binding, outcome)
+    await this.handedOff()
     return result
+  }
+
+  /** Wait until what was reported so far has been handed off (see `ListenerOptions.handoff`). */
+  private async handedOff(): Promise<void> {
+    const pending = this.options.handoff?.()
+    if (pending !== undefined) await pending
   }
 
   private async receiveBatch(peer: string, binding: Binding, sets: ReadonlyMap<string, string>, invalidSets: ReadonlyMap<string, SetErr>): Promise<Map<string, SetErr>> {

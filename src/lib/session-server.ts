@@ -80,6 +80,7 @@ export function attachSessionServer(server: Server, options: SessionServerOption
     const session = new Session(socket, {
       ackDelayMs: options.ackDelayMs,
       batchDelayMs: options.batchDelayMs,
+      handoff: options.handoff,
       ledger: options.ledger,
       limits: options.maxPayload === undefined ? options.limits : {maxBytes: options.maxPayload, ...options.limits},
       maxAcksPerMessage: options.maxAcksPerMessage,

@@ -78,6 +78,13 @@ export interface SessionOptions {
   now?: (() => number) | undefined
   timers?: SessionTimers | undefined
   onEvent?: ((event: SessionEvent) => void) | undefined
+  /**
+   * Hand-off of reported SETs to their consumer: resolves once everything `onEvent` has output so
+   * far is out of the process, or returns undefined when nothing is pending. Awaited after each
+   * received batch is reported and before owed acks are read, so nothing is acknowledged before
+   * it was handed off, and a slow consumer slows the session instead of growing memory.
+   */
+  handoff?: (() => Promise<void> | undefined) | undefined
 }
 
 function checkOption(name: string, value: number, min: number): number {
@@ -135,6 +142,7 @@ export class Session {
   private readonly now: () => number
   private readonly timers: SessionTimers
   private readonly onEvent: (event: SessionEvent) => void
+  private readonly handoff: (() => Promise<void> | undefined) | undefined
 
   /** setErrs answered now but not stored (conflicting redelivery): sent with the next flush. */
   private immediate = new Map<string, SetErr>()
@@ -165,6 +173,7 @@ export class Session {
     this.now = options.now ?? Date.now
     this.timers = options.timers ?? REAL_TIMERS
     this.onEvent = options.onEvent ?? (() => {})
+    this.handoff = options.handoff
 
     let resolveDone!: (info: CloseInfo) => void
     this.done = new Promise<CloseInfo>((resolve) => {
@@ -317,6 +326,7 @@ export class Session {
       }
 
       this.emit({outcomes, peer: this.peer, type: 'received'})
+      await this.handedOff()
       this.schedule(this.ackDelayMs)
     }
   }
@@ -366,7 +376,8 @@ export class Session {
     return this.flushing
   }
 
-  private owedReport(): OwedReport {
+  private async owedReport(): Promise<OwedReport> {
+    await this.handedOff()
     const report = this.receiver === undefined ? this.ledger.owed(this.peer, this.maxAcks) : this.receiver.owed(this.peer, this.maxAcks)
     for (const [key, setErr] of this.immediate) {
       if (report.ack.length + report.setErrs.size >= this.maxAcks) break
@@ -379,7 +390,7 @@ export class Session {
   /** Send the owed acks/setErrs in messages of their own until none are owed. */
   private async sendOwed(): Promise<void> {
     for (;;) {
-      const owed = this.owedReport()
+      const owed = await this.owedReport()
       if (owed.ack.length === 0 && owed.setErrs.size === 0) return
       await this.sendMessage([], owed)
       if (owed.ack.length + owed.setErrs.size < this.maxAcks) return
@@ -395,7 +406,7 @@ export class Session {
 
     for (;;) {
       if (!this.socket.isOpen || this.closing || this.ended) return
-      const owed = this.owedReport()
+      const owed = await this.owedReport()
       const due = this.ledger.takeDue(this.peer, this.maxSets)
       if (due.abandoned.length > 0) this.emit({jtis: due.abandoned, peer: this.peer, type: 'abandoned'})
       const hasOwed = owed.ack.length > 0 || owed.setErrs.size > 0
@@ -488,6 +499,12 @@ export class Session {
     }
 
     this.emit({error: closeErrorOf(info), info, peer: this.peer, type: 'close'})
+  }
+
+  /** Wait until what was reported so far has been handed off (see `SessionOptions.handoff`). */
+  private async handedOff(): Promise<void> {
+    const pending = this.handoff?.()
+    if (pending !== undefined) await pending
   }
 
   private emit(event: SessionEvent): void {

@@ -137,6 +137,12 @@ export class WsSessionClient {
     this.wake?.()
   }
 
+  /** Wait until reported SETs were handed off (see `SessionOptions.handoff`) before reading owed acks. */
+  private async handedOff(): Promise<void> {
+    const pending = this.options.handoff?.()
+    if (pending !== undefined) await pending
+  }
+
   /** Flush what is owed and close; `run()` then resolves. */
   async stop(): Promise<void> {
     if (!this.stopController.signal.aborted) this.stopController.abort()
@@ -205,6 +211,7 @@ export class WsSessionClient {
         const session = new Session(socket, {
           ackDelayMs: o.ackDelayMs,
           batchDelayMs: o.batchDelayMs,
+          handoff: o.handoff,
           ledger: o.ledger,
           limits: o.limits,
           maxAcksPerMessage: o.maxAcksPerMessage,
@@ -251,6 +258,7 @@ export class WsSessionClient {
     const {ledger, receiver} = this.options
     try {
       while (!stop.aborted) {
+        await this.handedOff()
         const owed = receiver === undefined ? ledger.owed(this.peer, maxAcks) : receiver.owed(this.peer, maxAcks)
         const due = ledger.takeDue(this.peer, maxSets)
         if (due.abandoned.length > 0) this.emit({jtis: due.abandoned, peer: this.peer, type: 'abandoned'})
@@ -308,6 +316,7 @@ export class WsSessionClient {
       }
     } finally {
       // One final exchange carries the acks we still owe.
+      await this.handedOff()
       const owed = receiver === undefined ? ledger.owed(this.peer, maxAcks) : receiver.owed(this.peer, maxAcks)
       if (owed.ack.length > 0 || owed.setErrs.size > 0) {
         try {
