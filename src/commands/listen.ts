@@ -5,7 +5,8 @@ import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
 import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
 import {openLedgerWithSsfStreams, ssfListenFlags, ssfSigningKey} from '../cli/ssf-listen.js'
-import {createStatusLine, formatCounts, formatRecord, forwardRecordOf, type ListenRecord, recordsOf} from '../cli/listen-output.js'
+import {formatCounts, formatRecord, forwardRecordOf, type ListenRecord, recordsOf} from '../cli/listen-output.js'
+import {createStatusLine} from '../cli/status-line.js'
 import {completeTemplate, readSetInputs} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
@@ -414,8 +415,13 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       if (flags.interactive) {
         tasks.push(
           review.run(stopper.signal, async (peer, sets) => {
-            status.clear()
-            await reviewReceived(sets, {ledger: ledger!, peer, signal: stopper.signal, theme: this.theme})
+            // The status line stays quiet while a prompt owns the terminal.
+            status.pause(true)
+            try {
+              await reviewReceived(sets, {ledger: ledger!, peer, signal: stopper.signal, theme: this.theme})
+            } finally {
+              status.pause(false)
+            }
           }).catch((error: unknown) => {
             if (!stopper.signal.aborted) {
               failure ??= error

@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import Table from 'cli-table3'
 
 import {BaseCommand} from '../cli/base-command.js'
+import {createStatusLine} from '../cli/status-line.js'
 import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
 import {formatRecord, type ListenRecord, recordsOf} from '../cli/listen-output.js'
@@ -157,7 +158,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
     let inputDone = !hasInput
     const reviewQueue: VerifiedSet[] = []
     let reviewing: Promise<void> | undefined
-    const status = createStatus(() => (client === undefined ? '' : this.statusText(client, ledger!)))
+    const status = createStatusLine(process.stderr, () => (client === undefined ? '' : this.statusText(client, ledger!)))
     const print = (record: ListenRecord): void => {
       status.clear()
       if (json) this.emitJson(record)
@@ -419,49 +420,5 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
       ['acks', `${summary.acksSent} sent, ${summary.owed} owed, ${summary.undecided} undecided`, `${summary.ackedByPeer} acked, ${summary.rejectedByPeer} rejected, ${summary.pending} pending`],
     )
     return `session with ${summary.peer} (${summary.binding}), ${summary.reconnects} reconnects${summary.rttMs === undefined ? '' : `, rtt ${summary.rttMs} ms`}\n${table.toString()}`
-  }
-}
-
-/** The live status line (stderr, TTY only). */
-function createStatus(render: () => string): {clear(): void; update(): void; stop(): void; pause(paused: boolean): void} {
-  const stream = process.stderr
-  if (!stream.isTTY) return {clear() {}, pause() {}, stop() {}, update() {}}
-  let shown = false
-  let paused = false
-  let timer: NodeJS.Timeout | undefined
-  const draw = (): void => {
-    timer = undefined
-    if (paused) return
-    const text = render()
-    const width = stream.columns ?? 120
-    stream.write(`\r\u001B[2K${text.length > width ? `${text.slice(0, width - 1)}…` : text}`)
-    shown = true
-  }
-
-  const ticker = setInterval(draw, 1000)
-  ticker.unref()
-  return {
-    clear() {
-      if (shown) stream.write('\r\u001B[2K')
-      shown = false
-    },
-    pause(value: boolean) {
-      paused = value
-      if (paused && shown) {
-        stream.write('\r\u001B[2K')
-        shown = false
-      }
-    },
-    stop() {
-      clearInterval(ticker)
-      clearTimeout(timer)
-      if (shown) stream.write('\r\u001B[2K')
-      shown = false
-    },
-    update() {
-      if (timer !== undefined) return
-      timer = setTimeout(draw, 200)
-      timer.unref()
-    },
   }
 }
