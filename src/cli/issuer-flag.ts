@@ -27,7 +27,9 @@ import {SsfClient} from '../lib/ssf/client.js'
 import {discoverTransmitter, type TransmitterMetadata} from '../lib/ssf/metadata.js'
 import {createHttpAgent, createHttpClient, type HttpClient, type HttpClientOptions} from '../lib/transport/http.js'
 import {httpClientOptionsFrom, readCaFile, type TransportContext, type TransportFlagValues, transportFlags} from './transport-flags.js'
-import type {VerifyFlagValues} from './verify-flags.js'
+import type {VerifyPool} from '../lib/verify-pool.js'
+import type {SetVerifier} from '../lib/verify.js'
+import {buildVerifier, type VerifyFlagValues, verifyPoolFor} from './verify-flags.js'
 
 const GROUP = 'SSF'
 
@@ -156,6 +158,44 @@ export async function prepareVerification<F extends VerifyFlagValues & IssuerFla
     },
     dispatcher: agent,
     flags: applied,
+  }
+}
+
+/** A ready verifier and what to release when the command ends. */
+export interface OpenVerification<F> {
+  /** The flags with --issuer applied. */
+  flags: F
+  verifier: SetVerifier
+  /** Close the JWKS dispatcher and the verify workers. Safe twice. */
+  close(): Promise<void>
+}
+
+/**
+ * Everything a receiving command needs to verify SETs: --issuer discovery, the JWKS dispatcher
+ * (--cacert, --insecure) and, with `workers` > 0, a pool of verify worker threads. On failure
+ * nothing is left open.
+ */
+export async function openVerification<F extends VerifyFlagValues & IssuerFlagValues & TransportFlagValues>(
+  flags: F,
+  context: IssuerContext & {workers?: number},
+): Promise<OpenVerification<F>> {
+  const prepared = await prepareVerification(flags, context)
+  let pool: VerifyPool | undefined
+  try {
+    pool = await verifyPoolFor(context.workers)
+    const verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher, signatures: pool})
+    return {
+      async close() {
+        await prepared.close()
+        await pool?.close()
+      },
+      flags: prepared.flags,
+      verifier,
+    }
+  } catch (error) {
+    await prepared.close()
+    await pool?.close()
+    throw error
   }
 }
 

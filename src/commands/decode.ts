@@ -2,10 +2,10 @@ import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
 import {EXIT_CODE_OF} from '../cli/exit-codes.js'
-import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
+import {issuerFlags, openVerification} from '../cli/issuer-flag.js'
 import {renderSet} from '../cli/render-set.js'
 import {readAllText, stdinIsTty} from '../cli/stdin.js'
-import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
+import {verifyFlags} from '../cli/verify-flags.js'
 import {PushpullError, toPushpullError} from '../lib/errors.js'
 import {shortNameOf} from '../lib/events.js'
 import {errorsOf, type Finding, formatFinding} from '../lib/findings.js'
@@ -76,11 +76,11 @@ non-zero if any failed.`
 
   public async run(): Promise<void> {
     const entries = await this.readEntries()
-    const prepared = await prepareVerification(this.flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
+    const verification = await openVerification(this.flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
     try {
-      await this.decodeAll(entries, await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher}))
+      await this.decodeAll(entries, verification.verifier)
     } finally {
-      await prepared.close()
+      await verification.close()
     }
   }
 

@@ -3,7 +3,7 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
-import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
+import {issuerFlags, openVerification} from '../cli/issuer-flag.js'
 import {openLedgerWithSsfStreams, ssfListenFlags, ssfSigningKey} from '../cli/ssf-listen.js'
 import {formatCounts, formatRecord, forwardRecordOf, type ListenRecord, recordsOf} from '../cli/listen-output.js'
 import {createStatusLine} from '../cli/status-line.js'
@@ -11,7 +11,7 @@ import {completeTemplate, readSetInputs} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {DEFAULT_TOKEN_FILE_MAX_BYTES, httpClientOptionsFrom, parseDuration, readFlagFile, transportFlags, warnIfOthersCanRead} from '../cli/transport-flags.js'
-import {buildVerifier, verifyFlags, verifyPoolFor, verifyWorkersFlag} from '../cli/verify-flags.js'
+import {verifyFlags, verifyWorkersFlag} from '../cli/verify-flags.js'
 import {attachListenerSessions, type SessionServerHandle} from '../lib/session-server.js'
 import {PushpullError} from '../lib/errors.js'
 import {shortNameOf} from '../lib/events.js'
@@ -260,16 +260,11 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     if (flags['tls-key'] !== undefined) await warnIfOthersCanRead(flags['tls-key'], 'TLS private key file', (m) => this.warnLoud(m))
     const tls = flags['tls-cert'] === undefined ? undefined : {cert: await readPem(flags['tls-cert'], '--tls-cert'), key: await readPem(flags['tls-key']!, '--tls-key')}
     // --token / --token-file here are the tokens peers present to us, never sent to a transmitter.
-    const prepared = await prepareVerification({...flags, token: undefined, 'token-file': undefined}, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
-    let verifier
-    const verifyPool = await verifyPoolFor(flags['verify-workers'])
-    try {
-      verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher, signatures: verifyPool})
-    } catch (error) {
-      await prepared.close()
-      await verifyPool?.close()
-      throw error
-    }
+    const verification = await openVerification(
+      {...flags, token: undefined, 'token-file': undefined},
+      {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m), workers: flags['verify-workers']},
+    )
+    const {verifier} = verification
 
     const ssfKey = flags.ssf ? await ssfSigningKey({kid: flags.kid, 'signing-key': flags['signing-key']}) : undefined
     const crashAfterStore = process.env[CRASH_AFTER_STORE_ENV] === '1'
@@ -442,8 +437,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     } finally {
       status.stop()
       transmitter?.close()
-      await prepared.close()
-      await verifyPool?.close()
+      await verification.close()
       await sessions?.close()
       // listener may be unset when start-up failed before it was created.
       if (listener !== undefined) await listener.close()

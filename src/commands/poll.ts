@@ -3,11 +3,11 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
-import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
+import {issuerFlags, openVerification} from '../cli/issuer-flag.js'
 import {receivedRecord, renderReceived} from '../cli/report.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {httpClientOptionsFrom, transportFlags} from '../cli/transport-flags.js'
-import {buildVerifier, verifyFlags} from '../cli/verify-flags.js'
+import {verifyFlags} from '../cli/verify-flags.js'
 import {peerIdOf, pollerEntryFor, pollerNames} from '../lib/bindings/index.js'
 import {DEFAULT_MAX_DRAIN_POLLS, runPollSession} from '../lib/poll-session.js'
 import {SetReceiver} from '../lib/receiver.js'
@@ -89,11 +89,11 @@ Without --jwks/--verify-key/--secret nothing is verified and SETs are shown UNVE
     const url = checkPeerUrl(this.args.url)
     const entry = pollerEntryFor(flags.via)
     const peer = peerIdOf(url)
-    const prepared = await prepareVerification(flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
+    const verification = await openVerification(flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (m) => this.warnLoud(m)})
     try {
-      return await this.pollWith(prepared.flags, await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher}), url, entry, peer)
+      return await this.pollWith(verification.flags, verification.verifier, url, entry, peer)
     } finally {
-      await prepared.close()
+      await verification.close()
     }
   }
 

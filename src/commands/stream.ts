@@ -11,8 +11,8 @@ import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {inputStream, stdinIsTty} from '../cli/stdin.js'
 import {httpClientOptionsFrom, parseDuration, readCaFile, transportFlags} from '../cli/transport-flags.js'
-import {buildVerifier, verifyFlags, verifyPoolFor, verifyWorkersFlag} from '../cli/verify-flags.js'
-import {issuerFlags, prepareVerification} from '../cli/issuer-flag.js'
+import {verifyFlags, verifyWorkersFlag} from '../cli/verify-flags.js'
+import {issuerFlags, openVerification} from '../cli/issuer-flag.js'
 import {type ClientEvent, WsSessionClient} from '../lib/bindings/ws.js'
 import {PushpullError, toPushpullError} from '../lib/errors.js'
 import {shortNameOf} from '../lib/events.js'
@@ -136,16 +136,13 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
     const manual = flags.ack === 'manual' || flags.interactive
     const json = this.jsonEnabled()
     const http = await httpClientOptionsFrom(flags, {userAgent: `pushpull/${this.config.version}`, warn: (message) => this.warnLoud(message)})
-    const prepared = await prepareVerification(flags, {signal: this.signal, userAgent: `pushpull/${this.config.version}`, warn: (message) => this.warnLoud(message)})
-    let verifier
-    const verifyPool = await verifyPoolFor(flags['verify-workers'])
-    try {
-      verifier = await buildVerifier(prepared.flags, {dispatcher: prepared.dispatcher, signatures: verifyPool})
-    } catch (error) {
-      await prepared.close()
-      await verifyPool?.close()
-      throw error
-    }
+    const verification = await openVerification(flags, {
+      signal: this.signal,
+      userAgent: `pushpull/${this.config.version}`,
+      warn: (message) => this.warnLoud(message),
+      workers: flags['verify-workers'],
+    })
+    const {verifier} = verification
 
     if (!verifier.hasKeys) this.warnLoud('no verification keys (--jwks, --verify-key, --secret): incoming SET signatures are NOT checked; every SET is shown UNVERIFIED')
     const hasInput = files.length > 0 || flags.event !== undefined || !stdinIsTty()
@@ -302,8 +299,7 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
     } finally {
       clearTimeout(durationTimer)
       status.stop()
-      await prepared.close()
-      await verifyPool?.close()
+      await verification.close()
     }
 
     try {
