@@ -9,7 +9,7 @@ import {openStateLedger, stateFlags} from '../cli/state-flags.js'
 import {httpClientOptionsFrom, transportFlags} from '../cli/transport-flags.js'
 import {verifyFlags} from '../cli/verify-flags.js'
 import {peerIdOf, pollerEntryFor, pollerNames} from '../lib/bindings/index.js'
-import {DEFAULT_MAX_DRAIN_POLLS, runPollSession} from '../lib/poll-session.js'
+import {DEFAULT_MAX_DRAIN_POLLS, type PollSessionSummary, runPollSession} from '../lib/poll-session.js'
 import {SetReceiver} from '../lib/receiver.js'
 import {checkPeerUrl, createHttpClient} from '../lib/transport/http.js'
 import type {SetVerifier} from '../lib/verify.js'
@@ -17,19 +17,11 @@ import type {SetVerifier} from '../lib/verify.js'
 /** Headers timeout for long polls when --timeout is not given: a transmitter may hold the request this long. */
 const LONG_POLL_TIMEOUT_MS = 60_000
 
-export interface PollSummary {
+/** The `--json` summary record: the session's counts, without its error objects. */
+export interface PollSummary extends Omit<PollSessionSummary, 'flushError' | 'stoppedBy'> {
   type: 'summary'
   peer: string
   via: string
-  polls: number
-  received: number
-  duplicates: number
-  rejected: number
-  deferred: number
-  acked: number
-  setErrs: number
-  /** The transmitter still has SETs (a one-shot poll stopped at --max-events or the request cap). */
-  moreAvailable: boolean
 }
 
 export default class Poll extends BaseCommand<typeof Poll> {
