@@ -132,6 +132,16 @@ export interface InboxRow {
   updatedAt: number
 }
 
+export interface SettleChange {
+  state: 'acked' | 'rejected'
+  updatedAt: number
+  err?: string | undefined
+  description?: string | undefined
+}
+
+/** What `owed` needs of an owed inbox row (no token: it is not read back on the hot path). */
+export type OwedRow = Pick<InboxRow, 'jti' | 'verdict' | 'err' | 'description'>
+
 export interface InboxChange {
   verdict: Verdict
   err?: string | undefined
@@ -170,6 +180,11 @@ export interface LedgerStorage {
   insertOutbox(row: OutboxRow): boolean
   getOutbox(peer: string, jti: string): OutboxRow | undefined
   updateOutbox(peer: string, jti: string, change: OutboxChange): void
+  /**
+   * Settle an unsettled row (any state but acked/rejected) as acked or rejected, keeping attempts
+   * and nextAt; returns false (and changes nothing) when the row is missing or already settled.
+   */
+  settleOutbox(peer: string, jti: string, change: SettleChange): boolean
   /** pending or in_flight rows of `peer` with nextAt <= now, earliest first, at most `limit`. */
   dueOutbox(peer: string, now: number, limit: number): OutboxRow[]
   /** Earliest nextAt among pending/in_flight rows of `peer`. */
@@ -181,7 +196,7 @@ export interface LedgerStorage {
   findInbox(peer: string, jti: string): InboxRow[]
   updateInbox(peer: string, iss: string, jti: string, change: InboxChange): void
   /** Rows of `peer` with owed = true and a decided verdict, oldest first, at most `limit`. */
-  owedInbox(peer: string, limit: number): InboxRow[]
+  owedInbox(peer: string, limit: number): OwedRow[]
   /** owed = false for every row of (peer, jti) that is owed; returns the count. */
   clearOwed(peer: string, jti: string, updatedAt: number): number
   counts(peer?: string): CountRow[]
@@ -445,31 +460,22 @@ export class Ledger {
     return this.storage.transaction(() => {
       const now = this.now()
       const result: ReportResult = {acked: [], rejected: [], unknown: [], stale: []}
+      // One statement per jti on the hot path; only a jti that was not settled is looked up, to
+      // tell `unknown` from `stale`.
+      const missed = (jti: string): void => {
+        if (this.storage.getOutbox(peer, jti) === undefined) result.unknown.push(jti)
+        else result.stale.push(jti)
+      }
+
       for (const jti of ack) {
-        const row = this.storage.getOutbox(peer, jti)
-        if (row === undefined) result.unknown.push(jti)
-        else if (row.state === 'acked' || row.state === 'rejected') result.stale.push(jti)
-        else {
-          this.storage.updateOutbox(peer, jti, {state: 'acked', attempts: row.attempts, nextAt: row.nextAt, updatedAt: now})
-          result.acked.push(jti)
-        }
+        if (this.storage.settleOutbox(peer, jti, {state: 'acked', updatedAt: now})) result.acked.push(jti)
+        else missed(jti)
       }
 
       for (const [jti, setErr] of setErrs) {
-        const row = this.storage.getOutbox(peer, jti)
-        if (row === undefined) result.unknown.push(jti)
-        else if (row.state === 'acked' || row.state === 'rejected') result.stale.push(jti)
-        else {
-          this.storage.updateOutbox(peer, jti, {
-            state: 'rejected',
-            attempts: row.attempts,
-            nextAt: row.nextAt,
-            updatedAt: now,
-            err: setErr.err,
-            description: setErr.description,
-          })
+        if (this.storage.settleOutbox(peer, jti, {state: 'rejected', updatedAt: now, err: setErr.err, description: setErr.description})) {
           result.rejected.push(jti)
-        }
+        } else missed(jti)
       }
 
       return result
@@ -534,27 +540,26 @@ export class Ledger {
     return this.storage.transaction(() => {
       const now = this.now()
       return prepared.map(({item, hash}): ReceiveResult => {
+        // Insert first: a new SET (the common case) costs one statement; only a redelivery reads.
+        const rejected = item.verdict === 'rejected'
+        const inserted = this.storage.insertInbox({
+          peer,
+          iss: item.iss,
+          jti: item.jti,
+          hash,
+          token: this.storeTokens ? item.token : undefined,
+          event: item.event,
+          subject: item.subject,
+          verdict: item.verdict,
+          err: rejected ? (item.err ?? 'invalid_request') : undefined,
+          description: rejected ? (item.description ?? '') : undefined,
+          owed: item.verdict !== 'undecided',
+          receivedAt: now,
+          updatedAt: now,
+        })
+        if (inserted) return {iss: item.iss, jti: item.jti, status: 'new'}
         const existing = this.storage.getInbox(peer, item.iss, item.jti)
-        if (existing === undefined) {
-          const rejected = item.verdict === 'rejected'
-          this.storage.insertInbox({
-            peer,
-            iss: item.iss,
-            jti: item.jti,
-            hash,
-            token: this.storeTokens ? item.token : undefined,
-            event: item.event,
-            subject: item.subject,
-            verdict: item.verdict,
-            err: rejected ? (item.err ?? 'invalid_request') : undefined,
-            description: rejected ? (item.description ?? '') : undefined,
-            owed: item.verdict !== 'undecided',
-            receivedAt: now,
-            updatedAt: now,
-          })
-          return {iss: item.iss, jti: item.jti, status: 'new'}
-        }
-
+        if (existing === undefined) throw internal(`recordReceived: the inbox row of ${item.jti} was neither inserted nor found`)
         if (existing.hash !== hash) {
           return {
             iss: item.iss,

@@ -34,6 +34,8 @@ import {
   type OutboxChange,
   type OutboxRow,
   type OutboxState,
+  type OwedRow,
+  type SettleChange,
   type Verdict,
 } from './ledger.js'
 
@@ -56,7 +58,15 @@ export interface StoreOptions {
   synchronous?: 'NORMAL' | 'FULL'
   /** Cap the database size in pages (4 KiB each): a disk quota, and how tests simulate a full disk. */
   maxPageCount?: number
+  /**
+   * WAL pages (4 KiB each) after which a commit checkpoints the WAL into the database file.
+   * Default 10000 (about 40 MiB): a checkpoint fsyncs, and a larger WAL folds the several writes
+   * each SET's row gets (queued, in flight, acked) into one copy. SQLite's own default is 1000.
+   */
+  walAutocheckpointPages?: number
 }
+
+export const DEFAULT_WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 /** Ordered migrations: entry i moves the schema from user_version i to i + 1. */
 const MIGRATIONS: readonly string[] = [
@@ -175,6 +185,8 @@ export class SqliteLedgerStorage implements LedgerStorage {
       getOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM outbox WHERE peer = ? AND jti = ?`),
       updateOutbox: prepare(`UPDATE outbox SET state = ?, attempts = ?, next_at = ?, updated_at = ?, err = coalesce(?, err),
         description = coalesce(?, description) WHERE peer = ? AND jti = ?`),
+      settleOutbox: prepare(`UPDATE outbox SET state = ?, updated_at = ?, err = coalesce(?, err), description = coalesce(?, description)
+        WHERE peer = ? AND jti = ? AND state NOT IN ('acked', 'rejected')`),
       dueOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM outbox WHERE peer = ? AND state IN ('pending', 'in_flight') AND next_at <= ?
         ORDER BY next_at, seq LIMIT ?`),
       nextDueAt: prepare(`SELECT min(next_at) AS t FROM outbox WHERE peer = ? AND state IN ('pending', 'in_flight')`),
@@ -188,7 +200,7 @@ export class SqliteLedgerStorage implements LedgerStorage {
       findInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND jti = ? ORDER BY seq`),
       updateInbox: prepare(`UPDATE inbox SET verdict = ?, err = ?, description = ?, owed = ?, updated_at = ?
         WHERE peer = ? AND jti = ? AND iss = ?`),
-      owedInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND owed = 1 AND verdict <> 'undecided'
+      owedInbox: prepare(`SELECT jti, verdict, err, description FROM inbox WHERE peer = ? AND owed = 1 AND verdict <> 'undecided'
         ORDER BY updated_at, seq LIMIT ?`),
       clearOwed: prepare(`UPDATE inbox SET owed = 0, updated_at = ? WHERE peer = ? AND jti = ? AND owed = 1 AND verdict <> 'undecided'`),
       countOutAll: prepare(`SELECT peer, state, count(*) AS n FROM outbox GROUP BY peer, state`),
@@ -238,6 +250,10 @@ export class SqliteLedgerStorage implements LedgerStorage {
     this.statements.updateOutbox!.run(change.state, change.attempts, change.nextAt, change.updatedAt, change.err ?? null, change.description ?? null, peer, jti)
   }
 
+  settleOutbox(peer: string, jti: string, change: SettleChange): boolean {
+    return this.statements.settleOutbox!.run(change.state, change.updatedAt, change.err ?? null, change.description ?? null, peer, jti).changes === 1
+  }
+
   dueOutbox(peer: string, now: number, limit: number): OutboxRow[] {
     return (this.statements.dueOutbox!.all(peer, now, limit) as RawOutbox[]).map((raw) => outboxRow(raw))
   }
@@ -273,8 +289,10 @@ export class SqliteLedgerStorage implements LedgerStorage {
     this.statements.updateInbox!.run(change.verdict, change.err ?? null, change.description ?? null, change.owed ? 1 : 0, change.updatedAt, peer, jti, iss)
   }
 
-  owedInbox(peer: string, limit: number): InboxRow[] {
-    return (this.statements.owedInbox!.all(peer, limit) as RawInbox[]).map((raw) => inboxRow(raw))
+  owedInbox(peer: string, limit: number): OwedRow[] {
+    return (this.statements.owedInbox!.all(peer, limit) as Array<{jti: string; verdict: Verdict; err: string | null; description: string | null}>).map(
+      (raw) => ({jti: raw.jti, verdict: raw.verdict, err: raw.err ?? undefined, description: raw.description ?? undefined}),
+    )
   }
 
   clearOwed(peer: string, jti: string, updatedAt: number): number {
@@ -372,6 +390,9 @@ export function openStore(options: StoreOptions): SqliteLedgerStorage {
     const mode = db.pragma('journal_mode = WAL', {simple: true}) as string
     if (mode.toLowerCase() !== 'wal') throw new PushpullError('ERR_STATE_IO', `state database ${path} could not switch to WAL mode (got ${mode})`, {details: {path}})
     db.pragma(`synchronous = ${options.synchronous === 'FULL' ? 'FULL' : 'NORMAL'}`)
+    db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpointPages ?? DEFAULT_WAL_AUTOCHECKPOINT_PAGES))}`)
+    // After a checkpoint, shrink the WAL file back (it is reused, so this costs little).
+    db.pragma('journal_size_limit = 67108864')
     if (options.maxPageCount !== undefined) db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxPageCount))}`)
     migrate(db, path)
   } catch (error) {
@@ -391,8 +412,8 @@ export function openStore(options: StoreOptions): SqliteLedgerStorage {
 
 /** A ledger on the SQLite store at `options.path` (`ledger.close()` closes the store). */
 export function openLedger(options: StoreOptions & Omit<LedgerOptions, 'storage'>): Ledger {
-  const {path, synchronous, maxPageCount, ...ledgerOptions} = options
-  const storage = openStore({path, synchronous, maxPageCount})
+  const {path, synchronous, maxPageCount, walAutocheckpointPages, ...ledgerOptions} = options
+  const storage = openStore({path, synchronous, maxPageCount, walAutocheckpointPages})
   try {
     return new Ledger({...ledgerOptions, storage})
   } catch (error) {

@@ -3,7 +3,7 @@
  * every row in process memory (nothing is durable) and its `transaction` does not roll back: the
  * ledger validates a whole batch before it changes anything, so a throw part-way is a bug.
  */
-import type {CountRow, InboxChange, InboxRow, LedgerStorage, ListQuery, OutboxChange, OutboxRow} from '../ledger.js'
+import type {CountRow, InboxChange, InboxRow, LedgerStorage, ListQuery, OutboxChange, OutboxRow, SettleChange} from '../ledger.js'
 
 const SEP = '\u0000'
 
@@ -57,6 +57,18 @@ export class MemoryLedgerStorage implements LedgerStorage {
     if (change.description !== undefined) row.description = change.description
     this.index(this.active, peer, key, change.state === 'pending' || change.state === 'in_flight')
     this.pushDue(row, key)
+  }
+
+  settleOutbox(peer: string, jti: string, change: SettleChange): boolean {
+    const key = peer + SEP + jti
+    const row = this.outbox.get(key)
+    if (row === undefined || row.state === 'acked' || row.state === 'rejected') return false
+    row.state = change.state
+    row.updatedAt = change.updatedAt
+    if (change.err !== undefined) row.err = change.err
+    if (change.description !== undefined) row.description = change.description
+    this.index(this.active, peer, key, false)
+    return true
   }
 
   /** Active rows of `peer` due at `now`, earliest first (nextAt, then insertion order). */
