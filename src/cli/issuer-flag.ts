@@ -41,7 +41,6 @@ export const issuerFlags = {
   }),
   issuer: Flags.string({
     description: 'SSF transmitter issuer: discover its metadata (/.well-known/ssf-configuration), verify SETs with its jwks_uri and expect it as "iss".',
-    env: 'PUSHPULL_SSF_ISSUER',
     helpGroup: GROUP,
     helpValue: 'URL',
   }),

@@ -85,6 +85,17 @@ describe('decode: verification', () => {
     expect(result.stderr).toBe('')
   })
 
+  it('ignores PUSHPULL_SSF_ISSUER (it is for the ssf management commands), so --jwks still works', async () => {
+    process.env.PUSHPULL_SSF_ISSUER = 'https://tx.example'
+    try {
+      const result = await runCommand(Decode, [signSet(makeSetClaims(), key), '--jwks', JWKS, '--no-color'])
+      expect(result.exitCode).toBe(0)
+      expect(result.stdout).toContain(`VERIFIED ES256 kid k1 (key from ${JWKS})`)
+    } finally {
+      delete process.env.PUSHPULL_SSF_ISSUER
+    }
+  })
+
   const flip = (token: string): string => {
     const [h, p, s] = token.split('.') as [string, string, string]
     const bytes = Buffer.from(s, 'base64url')
