@@ -304,8 +304,8 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
 
     try {
       const summary = this.summaryOf(client, ledger)
+      // Under --json the returned summary is the final record (printed once, by the base command).
       if (!json) this.note(this.summaryTable(summary))
-      else if (failure === undefined && !this.signal.aborted) this.emitJson(summary)
       if (failure !== undefined) throw toPushpullError(failure)
       if (this.signal.aborted) throw this.signal.reason
       if (stopReason !== undefined && !json) this.note(this.theme.err.dim(`session ended: ${stopReason === 'eof' ? 'input ended and every SET was answered' : stopReason === 'duration' ? '--duration reached' : '--max-events reached'}`))

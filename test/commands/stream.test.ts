@@ -49,6 +49,7 @@ describe('stream', () => {
     const records = jsonLines(result.stdout) as Array<Record<string, unknown>>
     expect(records.filter((r) => r.type === 'ack')).toHaveLength(3)
     expect(records.at(-1)).toMatchObject({ackedByPeer: 3, pending: 0, sent: 3, type: 'summary'})
+    expect(records.filter((r) => r.type === 'summary')).toHaveLength(1)
     expect(p.processed()).toHaveLength(3)
     expect(p.processed()[0]?.claims).toMatchObject({iss: 'https://tx.example', sub_id: {email: 'ana@example.com', format: 'email'}})
   })
