@@ -103,7 +103,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
     if (isPushpullError(error, 'ERR_ABORTED')) {
       // Ctrl-C is the user's own doing, not an error: a short note, exit 130.
-      this.note(/^interrupted\b/i.test(error.message) ? error.message : `interrupted: ${error.message}`)
+      this.note(/interrupt/i.test(error.message) ? error.message : `interrupted: ${error.message}`)
       return undefined
     }
 
