@@ -91,7 +91,13 @@ export interface ReceiveResult {
   immediate: Map<string, SetErr>
 }
 
-interface Judged {
+/** A verified batch, not yet stored: pass it to `SetReceiver.record`. */
+export interface JudgedBatch {
+  readonly judged: readonly Judged[]
+}
+
+/** One judged SET of a batch (verdict inputs for the ledger). */
+export interface Judged {
   key: string
   set?: VerifiedSet
   error?: PushpullError
@@ -121,6 +127,14 @@ export class SetReceiver {
 
   /** Judge and record a batch from `peer`. Throws ERR_STATE_IO (nothing stored, nothing owed) when storage fails. */
   async receive(peer: string, batch: ReceiveBatch): Promise<ReceiveResult> {
+    return this.record(peer, await this.judgeBatch(batch))
+  }
+
+  /**
+   * Step 1 of `receive`: verify a batch (stores nothing). A session starts this for the next
+   * message while the current one is stored, so verification overlaps storage.
+   */
+  async judgeBatch(batch: ReceiveBatch): Promise<JudgedBatch> {
     const judged: Judged[] = []
     for (const [key, setErr] of batch.invalidSets ?? []) {
       judged.push({
@@ -140,6 +154,12 @@ export class SetReceiver {
       judged.push(...(await Promise.all(slice.map(async ([key, token]) => this.judge(key, token)))))
     }
 
+    return {judged}
+  }
+
+  /** Step 2 of `receive`: commit the verdicts of a judged batch to the ledger (one transaction). */
+  record(peer: string, batch: JudgedBatch): ReceiveResult {
+    const {judged} = batch
     const deferred: DeferredOutcome[] = []
     const toRecord: Judged[] = []
     for (const item of judged) {

@@ -8,7 +8,8 @@
  *   any order; jtis we never sent are ignored and reported as `unknown`).
  * - SETs from the peer go through `SetReceiver` (verify, store, then owe the ack). Acks and
  *   setErrs we owe are sent in batches: at most `maxAcksPerMessage` per message, after
- *   `ackDelayMs` (or at once when that many are owed).
+ *   `ackDelayMs` (or at once when that many are owed). The next message's SETs are verified while
+ *   the current one is stored and handed off (pipelined one deep, order kept).
  * - Outgoing SETs come from the ledger outbox (`takeDue`), at most `maxSetsPerMessage` per
  *   message (and under the message byte limit), after `batchDelayMs`. An unacked SET is due
  *   again after the ledger's ack timeout; the ledger abandons it at its retry cap.
@@ -21,10 +22,10 @@
  *
  * Memory is bounded: nothing accumulates per SET in this object; the ledger is the buffer.
  */
-import {type CommunicationLimits, buildCommunicationObject, parseCommunicationObject, type SetErr} from './communication.js'
+import {type CommunicationLimits, type CommunicationObject, buildCommunicationObject, parseCommunicationObject, type SetErr} from './communication.js'
 import {isPushpullError, PushpullError, toPushpullError} from './errors.js'
 import type {DueSet, Ledger, OwedReport, ReportResult} from './ledger.js'
-import type {ReceiveOutcome, SetReceiver} from './receiver.js'
+import type {JudgedBatch, ReceiveOutcome, SetReceiver} from './receiver.js'
 import {CloseCode, type CloseInfo, closeErrorOf, type PushpullSocket} from './transport/ws-socket.js'
 
 export const DEFAULT_MAX_SETS_PER_MESSAGE = 100
@@ -148,6 +149,12 @@ export class Session {
   private immediate = new Map<string, SetErr>()
   private incoming: string[] = []
   private handling = false
+  /** Set when the connection is failed while handling: the rest of the queue is dropped. */
+  private discarding = false
+  /** Messages whose SETs were stored (and are then reported, with no await in between). */
+  private recordedMessages = 0
+  /** The message after the one being handled, already parsed and being verified. */
+  private ahead: Prepared | undefined
   private paused = false
   private flushTimer: unknown
   private flushAt: number | undefined
@@ -251,6 +258,7 @@ export class Session {
     }
 
     if (!this.handling) void this.handleIncoming()
+    else if (this.ahead === undefined) this.ahead = this.takeIncoming()
   }
 
   private drainWaiters: Array<() => void> = []
@@ -260,39 +268,69 @@ export class Session {
     await new Promise<void>((resolve) => this.drainWaiters.push(resolve))
   }
 
+  /**
+   * Handle queued messages in order. Pipelined one deep: while message k is stored, printed,
+   * handed off and acked, message k+1 is already parsed and its SETs are being verified (on the
+   * verify workers when there are some), so verification overlaps storage. Everything that
+   * changes state or is visible (report, store, events, hand-off, acks) still happens strictly in
+   * message order, one message at a time.
+   */
   private async handleIncoming(): Promise<void> {
     this.handling = true
     try {
-      while (this.incoming.length > 0 && !this.ended) {
-        const text = this.incoming.shift() as string
-        if (this.paused && this.incoming.length < this.maxQueued / 2) {
-          this.paused = false
-          this.socket.resume()
-        }
-
-        await this.handleMessage(text)
+      let current = this.takeIncoming()
+      while (current !== undefined && !this.ended && !this.discarding) {
+        // Prepare the next message now (or, if none is queued yet, in onMessage when it arrives).
+        this.ahead = this.takeIncoming()
+        await this.handleMessage(current)
+        current = this.ahead ?? this.takeIncoming()
+        this.ahead = undefined
       }
     } finally {
+      this.ahead = undefined
       this.handling = false
+      this.discarding = false
       const waiters = this.drainWaiters
       this.drainWaiters = []
       for (const resolve of waiters) resolve()
     }
   }
 
-  private async handleMessage(text: string): Promise<void> {
-    let object
+  /** The next queued message, parsed, with the verification of its SETs started. */
+  private takeIncoming(): Prepared | undefined {
+    if (this.ended || this.discarding) return undefined
+    const text = this.incoming.shift()
+    if (text === undefined) return undefined
+    if (this.paused && this.incoming.length < this.maxQueued / 2) {
+      this.paused = false
+      this.socket.resume()
+    }
+
+    let object: CommunicationObject
     try {
       object = parseCommunicationObject(text, this.limits)
     } catch (error) {
-      const failure = toPushpullError(error, 'ERR_MESSAGE_INVALID')
+      return {failure: toPushpullError(error, 'ERR_MESSAGE_INVALID')}
+    }
+
+    if ((object.sets.size === 0 && object.invalidSets.size === 0) || this.receiver === undefined) return {object}
+    const judging = this.receiver.judgeBatch({invalidSets: object.invalidSets, sets: object.sets})
+    // Awaited in handleMessage; a message dropped when the session ends must not leave an unhandled rejection.
+    judging.catch(() => {})
+    return {judging, object}
+  }
+
+  private async handleMessage(prepared: Prepared): Promise<void> {
+    if (prepared.failure !== undefined || prepared.object === undefined) {
+      const failure = prepared.failure ?? new PushpullError('ERR_INTERNAL', 'a queued message was neither parsed nor refused')
       const code = failure.code === 'ERR_LIMIT_EXCEEDED' ? CloseCode.TOO_BIG : CloseCode.INVALID_PAYLOAD
       this.emit({error: failure, peer: this.peer, type: 'error'})
-      this.incoming.length = 0
+      this.discard()
       void this.socket.fail(code, failure.message)
       return
     }
 
+    const {object} = prepared
     if (object.ack.length > 0 || object.setErrs.size > 0) {
       const result = this.ledger.applyReport(this.peer, {ack: object.ack, setErrs: object.setErrs})
       this.counters.ackedByPeer += result.acked.length
@@ -300,10 +338,11 @@ export class Session {
       this.emit({conflicts: object.conflicts, peer: this.peer, result, setErrs: object.setErrs, type: 'report'})
     }
 
-    if ((object.sets.size > 0 || object.invalidSets.size > 0) && this.receiver !== undefined) {
+    if (prepared.judging !== undefined && this.receiver !== undefined) {
       let outcomes: ReceiveOutcome[]
       try {
-        const result = await this.receiver.receive(this.peer, {invalidSets: object.invalidSets, sets: object.sets})
+        const result = this.receiver.record(this.peer, await prepared.judging)
+        this.recordedMessages++
         outcomes = result.outcomes
         for (const [key, setErr] of result.immediate) this.immediate.set(key, setErr)
       } catch (error) {
@@ -311,7 +350,7 @@ export class Session {
         const failure = toPushpullError(error)
         this.emit({error: failure, peer: this.peer, type: 'error'})
         if (failure.code === 'ERR_STATE_IO' || failure.code === 'ERR_INTERNAL') {
-          this.incoming.length = 0
+          this.discard()
           void this.socket.fail(CloseCode.INTERNAL, 'could not store the SETs')
         }
 
@@ -329,6 +368,12 @@ export class Session {
       await this.handedOff()
       this.schedule(this.ackDelayMs)
     }
+  }
+
+  /** The connection is being failed: drop every queued message (and the one prepared ahead). */
+  private discard(): void {
+    this.incoming.length = 0
+    this.discarding = true
   }
 
   // ------------------------------------------------------------------------------------------
@@ -377,7 +422,14 @@ export class Session {
   }
 
   private async owedReport(): Promise<OwedReport> {
-    await this.handedOff()
+    // Read what is owed only once everything recorded so far was handed off: a message stored
+    // while we waited (the next one is verified ahead, so it can be stored at once) waits again.
+    let seen: number
+    do {
+      seen = this.recordedMessages
+      await this.handedOff()
+    } while (seen !== this.recordedMessages)
+
     const report = this.receiver === undefined ? this.ledger.owed(this.peer, this.maxAcks) : this.receiver.owed(this.peer, this.maxAcks)
     for (const [key, setErr] of this.immediate) {
       if (report.ack.length + report.setErrs.size >= this.maxAcks) break
@@ -514,6 +566,13 @@ export class Session {
       // A listener bug must not break the session.
     }
   }
+}
+
+/** A queued message taken for handling: parsed (or refused), its SETs' verification started. */
+interface Prepared {
+  object?: CommunicationObject
+  failure?: PushpullError
+  judging?: Promise<JudgedBatch>
 }
 
 function owedBytes(owed: OwedReport): number {
