@@ -171,13 +171,16 @@ export function renderReviewRow(row: ReviewRow, index: number, c: ChalkInstance)
   return lines.join('\n')
 }
 
-function ageOf(ms: number): string {
-  if (ms < 1000) return `${ms}ms`
+/** A short age that fits the table's column (at most four characters below 10,000 days). */
+export function ageOf(ms: number): string {
+  if (ms < 1000) return '<1s'
   const s = Math.floor(ms / 1000)
   if (s < 120) return `${s}s`
   const m = Math.floor(s / 60)
   if (m < 120) return `${m}m`
-  return `${Math.floor(m / 60)}h`
+  const h = Math.floor(m / 60)
+  if (h < 48) return `${h}h`
+  return `${Math.floor(h / 24)}d`
 }
 
 /**
