@@ -225,7 +225,7 @@ describe('startPollTransmitter (RFC 8936)', () => {
     expect((await post(peer.url, '{}', {'Content-Type': 'application/json'})).status).toBe(401)
     const wrongType = await post(peer.url, '{}', {Authorization: 'Bearer t', 'Content-Type': 'text/plain'})
     expect(wrongType.status).toBe(415)
-    expect(await wrongType.json()).toEqual({description: 'A poll request is application/json.', err: 'invalid_request'})
+    expect(await wrongType.json()).toEqual({description: 'The request Content-Type must be application/json.', err: 'invalid_request'})
   })
 
   it('records acks for jtis it never queued separately', async () => {

@@ -83,6 +83,46 @@ export function wwwAuthenticate(req: IncomingMessage): string {
 }
 
 /** Parse a JSON body; `undefined` when it is not JSON. */
+/** What a spec peer's endpoint accepts; `refuseRequest` answers everything else as the RFCs say. */
+export interface Endpoint {
+  path: string
+  /** Why POST: named in the 405 description. */
+  postOnly: string
+  token?: string | undefined
+  mediaTypes: readonly string[]
+}
+
+/**
+ * 404 for another path, 405 (Allow: POST) for another method, 401 with WWW-Authenticate for a
+ * missing or wrong bearer token, 415 for another media type. Returns the status sent, or undefined
+ * when the request is acceptable.
+ */
+export function refuseRequest(req: IncomingMessage, res: ServerResponse, endpoint: Endpoint): number | undefined {
+  const url = new URL(req.url ?? '/', 'http://peer')
+  if (url.pathname !== endpoint.path) {
+    sendError(res, 404, 'invalid_request', `Nothing is served at ${url.pathname}.`)
+    return 404
+  }
+
+  if (req.method !== 'POST') {
+    sendError(res, 405, 'invalid_request', endpoint.postOnly, {Allow: 'POST'})
+    return 405
+  }
+
+  if (endpoint.token !== undefined && !hasBearer(req, endpoint.token)) {
+    sendError(res, 401, 'authentication_failed', 'A valid bearer token is required.', {'WWW-Authenticate': wwwAuthenticate(req)})
+    return 401
+  }
+
+  const type = mediaType(req)
+  if (type === undefined || !endpoint.mediaTypes.includes(type)) {
+    sendError(res, 415, 'invalid_request', `The request Content-Type must be ${endpoint.mediaTypes.join(' or ')}.`)
+    return 415
+  }
+
+  return undefined
+}
+
 export function tryParseJson(text: string): {ok: true; value: unknown} | {ok: false} {
   try {
     return {ok: true, value: parseJsonSafe(text)}

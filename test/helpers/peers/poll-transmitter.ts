@@ -12,8 +12,7 @@ import {createServer, type IncomingMessage, type ServerResponse} from 'node:http
 
 import {listenLoopback, LOOPBACK} from '../ports.js'
 import {
-  applyScripted, BodyTooLarge, Changes, closeServer, DEFAULT_MAX_BODY_BYTES, hasBearer, mediaType, readBody,
-  type RecordedRequest, type ScriptedResponse, sendError, sendJson, type SetErr, trackSockets, tryParseJson, wwwAuthenticate,
+  applyScripted, BodyTooLarge, Changes, closeServer, DEFAULT_MAX_BODY_BYTES, readBody, type RecordedRequest, refuseRequest, type ScriptedResponse, sendError, sendJson, type SetErr, trackSockets, tryParseJson,
 } from './http-util.js'
 import {PeerOutbox, type QueueItem} from './outbox.js'
 import {isPlainObject} from './set-token.js'
@@ -105,25 +104,8 @@ export async function startPollTransmitter(options: PollTransmitterOptions = {})
       return finish('status' in next ? next.status : 0)
     }
 
-    if (new URL(req.url ?? '/', 'http://peer').pathname !== path) {
-      sendError(res, 404, 'invalid_request', 'Nothing is served here.')
-      return finish(404)
-    }
-
-    if (req.method !== 'POST') {
-      sendError(res, 405, 'invalid_request', 'Poll requests use POST (RFC 8936 section 2.4).', {Allow: 'POST'})
-      return finish(405)
-    }
-
-    if (options.token !== undefined && !hasBearer(req, options.token)) {
-      sendError(res, 401, 'authentication_failed', 'A valid bearer token is required.', {'WWW-Authenticate': wwwAuthenticate(req)})
-      return finish(401)
-    }
-
-    if (mediaType(req) !== 'application/json') {
-      sendError(res, 415, 'invalid_request', 'A poll request is application/json.')
-      return finish(415)
-    }
+    const refused = refuseRequest(req, res, {mediaTypes: ['application/json'], path, postOnly: 'Poll requests use POST (RFC 8936 section 2.4).', token: options.token})
+    if (refused !== undefined) return finish(refused)
 
     let body: string
     try {

@@ -12,8 +12,7 @@ import {createServer, type IncomingMessage, type ServerResponse} from 'node:http
 
 import {listenLoopback, LOOPBACK} from '../ports.js'
 import {
-  applyScripted, BodyTooLarge, Changes, closeServer, DEFAULT_MAX_BODY_BYTES, hasBearer, mediaType, readBody,
-  type RecordedRequest, type ScriptedResponse, sendError, type SetErr, trackSockets, wwwAuthenticate,
+  applyScripted, BodyTooLarge, Changes, closeServer, DEFAULT_MAX_BODY_BYTES, readBody, type RecordedRequest, refuseRequest, type ScriptedResponse, sendError, type SetErr, trackSockets,
 } from './http-util.js'
 import {acceptDecodable, type Judge, tryDecodeClaims} from './judge.js'
 
@@ -78,26 +77,8 @@ export async function startPushReceiver(options: PushReceiverOptions = {}): Prom
       return
     }
 
-    const url = new URL(req.url ?? '/', 'http://peer')
-    if (url.pathname !== path) {
-      sendError(res, 404, 'invalid_request', `Nothing is served at ${url.pathname}.`)
-      return finish(404)
-    }
-
-    if (req.method !== 'POST') {
-      sendError(res, 405, 'invalid_request', 'SETs are delivered with POST (RFC 8935 section 2).', {Allow: 'POST'})
-      return finish(405)
-    }
-
-    if (options.token !== undefined && !hasBearer(req, options.token)) {
-      sendError(res, 401, 'authentication_failed', 'A valid bearer token is required.', {'WWW-Authenticate': wwwAuthenticate(req)})
-      return finish(401)
-    }
-
-    if (mediaType(req) !== 'application/secevent+jwt') {
-      sendError(res, 415, 'invalid_request', 'The request Content-Type must be application/secevent+jwt.')
-      return finish(415)
-    }
+    const refused = refuseRequest(req, res, {mediaTypes: ['application/secevent+jwt'], path, postOnly: 'SETs are delivered with POST (RFC 8935 section 2).', token: options.token})
+    if (refused !== undefined) return finish(refused)
 
     let body: string
     try {

@@ -20,8 +20,7 @@ import {createServer, type IncomingMessage, type ServerResponse} from 'node:http
 
 import {listenLoopback, LOOPBACK} from '../ports.js'
 import {
-  applyScripted, BodyTooLarge, Changes, closeServer, DEFAULT_MAX_BODY_BYTES, hasBearer, mediaType, readBody,
-  type RecordedRequest, type ScriptedResponse, sendError, sendJson, type SetErr, trackSockets, tryParseJson, wwwAuthenticate,
+  applyScripted, BodyTooLarge, Changes, closeServer, DEFAULT_MAX_BODY_BYTES, mediaType, readBody, type RecordedRequest, refuseRequest, type ScriptedResponse, sendError, sendJson, type SetErr, trackSockets, tryParseJson,
 } from './http-util.js'
 import type {Judge} from './judge.js'
 import type {QueueItem} from './outbox.js'
@@ -113,27 +112,9 @@ export function createPushpullHttpHandler(options: PushpullHttpOptions, ctx: Htt
       return finish('status' in next ? next.status : 0)
     }
 
-    if (new URL(req.url ?? '/', 'http://peer').pathname !== path) {
-      sendError(res, 404, 'invalid_request', 'Nothing is served here.')
-      return finish(404)
-    }
-
-    if (req.method !== 'POST') {
-      sendError(res, 405, 'invalid_request', 'Communication Objects are sent with POST.', {Allow: 'POST'})
-      return finish(405)
-    }
-
-    if (options.token !== undefined && !hasBearer(req, options.token)) {
-      sendError(res, 401, 'authentication_failed', 'A valid bearer token is required.', {'WWW-Authenticate': wwwAuthenticate(req)})
-      return finish(401)
-    }
-
-    const type = mediaType(req)
-    const multi = type === 'application/secevents+json'
-    if (type !== 'application/json' && !multi) {
-      sendError(res, 415, 'invalid_request', 'The request Content-Type must be application/json or application/secevents+json.')
-      return finish(415)
-    }
+    const refused = refuseRequest(req, res, {mediaTypes: ['application/json', 'application/secevents+json'], path, postOnly: 'Communication Objects are sent with POST.', token: options.token})
+    if (refused !== undefined) return finish(refused)
+    const multi = mediaType(req) === 'application/secevents+json'
 
     const fail = (status: number, description: string) => {
       sendError(res, status, 'invalid_request', description, multi ? {'Content-Type': 'application/problem+json'} : {})
