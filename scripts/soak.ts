@@ -16,7 +16,8 @@
  * At the end (both stopped with SIGINT) it checks, and prints:
  * - exactly once: no jti reported `new` twice by a receiver (NDJSON across restarts), and each
  *   receiver's state holds every SET of the other side exactly once (accepted, nothing owed);
- *   SETs whose `new` line was lost to SIGKILL are counted separately (they are in the state);
+ *   every SET in the state was reported at least once, `new` or `replayed` (a SET stored but not
+ *   printed before a SIGKILL is printed `replayed` at the restart), none lost;
  * - every SET acked back: both outboxes hold N acked rows, none pending / in flight / rejected;
  * - memory flat: RSS sampled every second; the last quarter's peak against the first quarter's.
  * Exits 1 when a check fails or the time bound passes.
@@ -69,7 +70,9 @@ export interface SideCounts {
   inboxRows: number
   /** SETs of the other side missing from this side's state (must be 0). */
   inboxMissing: number
-  /** In the state but never reported `new` (the line was lost to SIGKILL). */
+  /** Distinct jtis of the other side reported `replayed` here (stored, then SIGKILL before printing). */
+  replayedReported: number
+  /** In the state but never reported, neither `new` nor `replayed` (lost; must be 0). */
   storedNotReported: number
   /** This side's outbox by state. */
   outbox: Record<string, number>
@@ -100,6 +103,10 @@ interface Proc {
 interface SideState {
   name: 'a' | 'b'
   newCounts: Map<string, number>
+  /** jtis of the other side reported `replayed`. */
+  replayed: Set<string>
+  /** jtis of the other side reported `new` or `replayed`. */
+  reported: Set<string>
   duplicates: number
   acks: Set<string>
   queued: Set<string>
@@ -108,7 +115,7 @@ interface SideState {
 }
 
 function sideState(name: 'a' | 'b'): SideState {
-  return {acks: new Set(), duplicates: 0, lastEventAt: Date.now(), name, newCounts: new Map(), queued: new Set(), rss: []}
+  return {acks: new Set(), duplicates: 0, lastEventAt: Date.now(), name, newCounts: new Map(), queued: new Set(), replayed: new Set(), reported: new Set(), rss: []}
 }
 
 function spawnSide(argv: string[], side: SideState, otherPrefix: string, logBase: string, stdinLines?: string[]): Proc {
@@ -139,8 +146,13 @@ function spawnSide(argv: string[], side: SideState, otherPrefix: string, logBase
       if (type === undefined || jti === undefined) continue
       side.lastEventAt = Date.now()
       if (type === 'set' && jti.startsWith(otherPrefix)) {
-        if (line.includes('"status":"new","type":"set"')) side.newCounts.set(jti, (side.newCounts.get(jti) ?? 0) + 1)
-        else side.duplicates++
+        if (line.includes('"status":"new","type":"set"')) {
+          side.newCounts.set(jti, (side.newCounts.get(jti) ?? 0) + 1)
+          side.reported.add(jti)
+        } else if (line.includes('"status":"replayed","type":"set"')) {
+          side.replayed.add(jti)
+          side.reported.add(jti)
+        } else side.duplicates++
       } else if (type === 'ack') {
         side.acks.add(jti)
       } else if (type === 'queued') {
@@ -233,7 +245,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   let procB: Proc | undefined
   const failures: string[] = []
   let kills = 0
-  const progress = (): number => (a.newCounts.size + b.newCounts.size) / (2 * n)
+  const progress = (): number => (a.reported.size + b.reported.size) / (2 * n)
   const sampler = setInterval(() => {
     const at = Date.now()
     const ra = rssMiB(procA?.child.pid)
@@ -268,10 +280,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       procA = await startA()
     }
 
-    await waitFor('every SET received and acked', () => b.newCounts.size >= n && b.acks.size >= n, deadline, procB)
+    await waitFor('every SET received and acked', () => b.reported.size >= n && b.acks.size >= n, deadline, procB)
     // A's own ack lines may have been lost to a SIGKILL: wait for all of them, or for quiet.
     await waitFor('acks for A', () => a.acks.size >= n || Date.now() - a.lastEventAt > 5000, deadline)
-    await waitFor('A to report B\'s SETs', () => a.newCounts.size >= n || Date.now() - a.lastEventAt > 5000, deadline)
+    await waitFor('A to report B\'s SETs', () => a.reported.size >= n || Date.now() - a.lastEventAt > 5000, deadline)
   } catch (error) {
     failures.push((error as Error).message)
   } finally {
@@ -294,7 +306,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     const state = readState(path, other, n)
     const reportedTwice = [...side.newCounts.values()].filter((count) => count > 1).length
     let storedNotReported = 0
-    for (const jti of state.jtis) if (!side.newCounts.has(jti)) storedNotReported++
+    for (const jti of state.jtis) if (!side.reported.has(jti)) storedNotReported++
     // Early: the second fifth of the run (inputs loaded, exchange going); late: its last quarter.
     const span = Math.max(1, Date.now() - started)
     const early = side.rss.filter((sample) => sample.at - started >= 0.2 * span && sample.at - started <= 0.4 * span).map((sample) => sample.mib)
@@ -312,6 +324,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       rssSamples: {early: early.length, late: late.length},
       rssStartMiB: Math.round(early.length > 0 ? Math.max(...early) : (side.rss[0]?.mib ?? 0)),
       sent: n,
+      replayedReported: side.replayed.size,
       storedNotReported,
     }
   }
@@ -320,6 +333,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     const side = sides[name]
     const other = name === 'a' ? 'B' : 'A'
     if (side.reportedTwice > 0) failures.push(`${name.toUpperCase()} reported ${side.reportedTwice} of ${other}'s SETs new more than once`)
+    if (side.storedNotReported > 0) failures.push(`${name.toUpperCase()} never reported ${side.storedNotReported} of ${other}'s stored SETs (neither new nor replayed)`)
     if (side.inboxMissing > 0) failures.push(`${name.toUpperCase()}'s state misses ${side.inboxMissing} of ${other}'s SETs`)
     if (side.inboxRows !== n || side.inboxAccepted !== n) failures.push(`${name.toUpperCase()}'s state holds ${side.inboxRows} rows / ${side.inboxAccepted} accepted of ${other}'s ${n} SETs`)
     if (side.inboxOwed > 0) failures.push(`${name.toUpperCase()} still owes ${side.inboxOwed} acks`)
@@ -381,7 +395,7 @@ async function main(): Promise<void> {
     [
       `${name}: sent ${s.sent}, outbox ${JSON.stringify(s.outbox)}`,
       `   received ${s.inboxRows} in state (${s.inboxAccepted} accepted, ${s.inboxMissing} missing, ${s.inboxOwed} acks owed)`,
-      `   reported new ${s.newReported} (twice: ${s.reportedTwice}), duplicates ${s.duplicatesReported}, stored but line lost to SIGKILL ${s.storedNotReported}`,
+      `   reported new ${s.newReported} (twice: ${s.reportedTwice}), duplicates ${s.duplicatesReported}, replayed after SIGKILL ${s.replayedReported}, lost ${s.storedNotReported}`,
       `   RSS ${s.rssStartMiB} MiB early -> ${s.rssPeakLateMiB} MiB peak late (${s.rssSamples.early} + ${s.rssSamples.late} samples)`,
     ].join('\n')
   console.log(`\nresult after ${result.seconds} s, ${result.kills} SIGKILLs of listen`)

@@ -8,10 +8,11 @@ import type {ChalkInstance} from 'chalk'
 
 import {shortNameOf} from '../lib/events.js'
 import type {ForwardResult} from '../lib/forwarder.js'
+import type {Ledger, UnhandedOffRow} from '../lib/ledger.js'
+import {decodeSet, type SetClaims} from '../lib/set.js'
 import type {ListenerCounts, ListenerEvent} from '../lib/server.js'
 import {describeSubject} from '../lib/subject.js'
 import {sanitizeText} from '../lib/text.js'
-import type {VerifiedSet} from '../lib/verify.js'
 
 /** `{type:'set'}` record (phase-2 shared format). */
 export interface SetRecord {
@@ -22,8 +23,10 @@ export interface SetRecord {
   iss: string
   event?: string
   subject?: string
-  verified: boolean
-  status: 'new' | 'duplicate'
+  /** null for a `replayed` SET: it was checked when stored, not now. */
+  verified: boolean | null
+  /** `replayed`: stored before a crash but never printed (at-least-once: it may repeat a line). */
+  status: 'new' | 'duplicate' | 'replayed'
   /** `undecided` under --ack manual until decided. */
   verdict?: 'accepted' | 'undecided'
   claims: Record<string, unknown>
@@ -45,16 +48,83 @@ function clean(text: string | undefined, max = 200): string {
   return sanitizeText(text ?? '', max)
 }
 
-function eventName(set: VerifiedSet): string | undefined {
+function eventName(set: {claims: SetClaims}): string | undefined {
   const uri = Object.keys(set.claims.events)[0]
   return uri === undefined ? undefined : (shortNameOf(uri) ?? clean(uri))
 }
 
-function subjectOf(set: VerifiedSet): string | undefined {
+function subjectOf(set: {claims: SetClaims}): string | undefined {
   const subject = (set.claims as Record<string, unknown>).sub_id
   if (subject !== undefined) return clean(describeSubject(subject))
   const first = Object.values(set.claims.events)[0] as Record<string, unknown> | undefined
   return first?.subject === undefined ? undefined : clean(describeSubject(first.subject))
+}
+
+/**
+ * The record for a SET stored earlier but never handed off. The stored token is decoded for
+ * display only (it was verified, or not, when it was stored): `verified` is null. A token that
+ * no longer decodes (an encrypted SET) is shown with empty claims.
+ */
+export function replayedRecordOf(row: UnhandedOffRow): SetRecord {
+  let claims: SetClaims | undefined
+  try {
+    claims = decodeSet(row.token).claims
+  } catch {
+    claims = undefined
+  }
+
+  const record: SetRecord = {
+    binding: 'state',
+    claims: (claims ?? {}) as Record<string, unknown>,
+    iss: row.iss,
+    jti: row.jti,
+    peer: row.peer,
+    status: 'replayed',
+    type: 'set',
+    verified: null,
+  }
+  if (claims !== undefined) {
+    const name = eventName({claims})
+    const subject = subjectOf({claims})
+    if (name !== undefined) record.event = name
+    if (subject !== undefined) record.subject = subject
+  }
+
+  if (row.verdict === 'undecided') record.verdict = 'undecided'
+  return record
+}
+
+/** Rows read from the state per replay batch. */
+export const REPLAY_BATCH = 500
+
+/**
+ * Print every SET the state holds that was stored but never handed off (the process stopped
+ * between storing and printing it), oldest first; after each batch, await `handoff` (the lines
+ * left the process) and mark the batch handed off. Returns how many were replayed. Call it
+ * before serving. At-least-once: a replayed line may repeat one printed just before a crash.
+ */
+export async function replayUnhandedOff(
+  ledger: Ledger,
+  print: (record: SetRecord) => void,
+  handoff: () => Promise<void> | undefined,
+  batch = REPLAY_BATCH,
+): Promise<number> {
+  let total = 0
+  for (;;) {
+    const rows = ledger.unhandedOff(batch)
+    if (rows.length === 0) return total
+    for (const row of rows) print(replayedRecordOf(row))
+    await handoff()
+    const byPeer = new Map<string, string[]>()
+    for (const row of rows) {
+      const list = byPeer.get(row.peer)
+      if (list === undefined) byPeer.set(row.peer, [row.jti])
+      else list.push(row.jti)
+    }
+
+    for (const [peer, jtis] of byPeer) ledger.markHandedOff(peer, jtis)
+    total += rows.length
+  }
 }
 
 /** The records a listener event prints (none for bookkeeping events). */
@@ -141,8 +211,14 @@ export function forwardRecordOf(result: ForwardResult): ListenRecord {
 export function formatRecord(record: ListenRecord, c: ChalkInstance): string {
   switch (record.type) {
     case 'set': {
-      const head = record.status === 'new' ? c.green.bold(record.verdict === 'undecided' ? 'NEW (undecided)' : 'NEW') : c.dim('DUPLICATE (acked again, not processed again)')
-      const label = record.verified ? c.green('VERIFIED') : c.red.bold('UNVERIFIED')
+      const undecided = record.verdict === 'undecided' ? ' (undecided)' : ''
+      const head =
+        record.status === 'new'
+          ? c.green.bold(`NEW${undecided}`)
+          : record.status === 'replayed'
+            ? c.yellow.bold(`REPLAYED${undecided}`)
+            : c.dim('DUPLICATE (acked again, not processed again)')
+      const label = record.verified === null ? c.dim('stored earlier') : record.verified ? c.green('VERIFIED') : c.red.bold('UNVERIFIED')
       const parts = [
         head,
         c.magenta.bold(record.event ?? '(no event)'),
@@ -150,7 +226,7 @@ export function formatRecord(record: ListenRecord, c: ChalkInstance): string {
         `jti=${clean(record.jti, 100)}`,
         `iss=${clean(record.iss)}`,
         label,
-        c.dim(`from ${record.peer} via ${record.binding}`),
+        c.dim(record.status === 'replayed' ? `from ${record.peer}, stored before a restart, never printed` : `from ${record.peer} via ${record.binding}`),
       ]
       return parts.filter((part) => part !== undefined).join('  ')
     }

@@ -5,7 +5,7 @@ import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
 import {issuerFlags, openVerification} from '../cli/issuer-flag.js'
 import {openLedgerWithSsfStreams, ssfListenFlags, ssfSigningKey} from '../cli/ssf-listen.js'
-import {formatCounts, formatRecord, forwardRecordOf, type ListenRecord, recordsOf} from '../cli/listen-output.js'
+import {formatCounts, formatRecord, forwardRecordOf, type ListenRecord, recordsOf, replayUnhandedOff} from '../cli/listen-output.js'
 import {createStatusLine} from '../cli/status-line.js'
 import {completeTemplate, readSetInputs} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
@@ -50,7 +50,8 @@ import type {VerifiedSet} from '../lib/verify.js'
 /**
  * Test-only: when this environment variable is `1`, the process kills itself with SIGKILL right
  * after a received batch was committed to the state and reported, before the answer (the ack) is
- * written. The crash-safety test uses it; it does nothing otherwise.
+ * written; with `before-print`, right after a new SET was stored and before its line is printed.
+ * The crash-safety tests use it; it does nothing otherwise.
  */
 export const CRASH_AFTER_STORE_ENV = 'PUSHPULL_TEST_CRASH_AFTER_STORE'
 
@@ -101,6 +102,10 @@ peer, "anonymous", and anyone who can reach the port may send SETs.
 --ack manual stores new SETs undecided: they are not acknowledged until decided (-i asks on the
 terminal as they arrive); the decisions go out with the peer's next pushpull exchange. RFC 8935
 push has no later answer, so /events answers 202 as soon as a valid SET is stored.
+
+At start-up, SETs that were stored but never printed (the process was killed in between) are
+printed first as REPLAYED ("status":"replayed", "verified":null under --json): output is
+at-least-once, so a replayed line may repeat one printed just before a crash.
 
 SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit 130.`
 
@@ -268,6 +273,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
 
     const ssfKey = flags.ssf ? await ssfSigningKey({kid: flags.kid, 'signing-key': flags['signing-key']}) : undefined
     const crashAfterStore = process.env[CRASH_AFTER_STORE_ENV] === '1'
+    const crashBeforePrint = process.env[CRASH_AFTER_STORE_ENV] === 'before-print'
     const json = this.jsonEnabled()
     const status = createStatusLine(process.stderr, () => formatCounts(listener.counts, this.theme.err))
     const print = (record: ListenRecord): void => {
@@ -302,6 +308,9 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
         forwarder = new Forwarder({client, onResult: (result) => print(forwardRecordOf(result)), url: flags['forward-to']})
       }
 
+      // SETs stored before a crash but never printed: print them before serving (at-least-once).
+      const replayed = await replayUnhandedOff(ledger, (record) => (json ? this.emitJson(record) : this.log(formatRecord(record, this.theme.out))), stdoutFlushed)
+      if (replayed > 0) this.note(this.theme.err.dim(`replayed ${replayed} SET(s) stored before a restart but never printed`))
       const receiver = new SetReceiver({decide: manual ? 'manual' : 'auto', ledger, verifier})
       let errorSecond = 0
       let errorsShown = 0
@@ -328,6 +337,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
           return
         }
 
+        if (crashBeforePrint && event.type === 'set' && event.status === 'new') process.kill(process.pid, 'SIGKILL')
         for (const record of recordsOf(event)) print(record)
         if (event.type === 'set' && event.status === 'new') {
           if (event.verdict === 'undecided' && flags.interactive) review.add(event.peer, event.set)

@@ -5,7 +5,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {createStatusLine} from '../cli/status-line.js'
 import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
-import {formatRecord, type ListenRecord, recordsOf} from '../cli/listen-output.js'
+import {formatRecord, type ListenRecord, recordsOf, replayUnhandedOff} from '../cli/listen-output.js'
 import {completeTemplate, readSetInputs, setInputFlags} from '../cli/set-input.js'
 import {buildSigner, signFlags} from '../cli/sign-flags.js'
 import {openStateLedger, stateFlags} from '../cli/state-flags.js'
@@ -64,7 +64,11 @@ line each, or NDJSON with --json), stored, then acked (--ack auto), left owed (-
 with pushpull ack) or decided interactively (-i). The connection reconnects with backoff; after a
 reconnect owed acks go first, then unacked SETs. The end of the input does not end the session
 unless --exit-on-eof. --max-events and --duration end it with exit 0; SIGINT flushes owed acks,
-closes with 1001 and exits 130. A live status line shows on stderr when it is a terminal.`
+closes with 1001 and exits 130. A live status line shows on stderr when it is a terminal.
+
+At start-up, SETs that were stored but never printed (the process was killed in between) are
+printed first as REPLAYED ("status":"replayed", "verified":null under --json): output is
+at-least-once, so a replayed line may repeat one printed just before a crash.`
 
   static override examples = [
     {
@@ -177,6 +181,9 @@ closes with 1001 and exits 130. A live status line shows on stderr when it is a 
 
     try {
       ledger = openStateLedger(flags)
+      // SETs stored before a crash but never printed: print them before the session starts.
+      const replayed = await replayUnhandedOff(ledger, (record) => (json ? this.emitJson(record) : this.log(formatRecord(record, this.theme.out))), stdoutFlushed)
+      if (replayed > 0) this.note(this.theme.err.dim(`replayed ${replayed} SET(s) stored before a restart but never printed`))
       const receiver = new SetReceiver({decide: manual ? 'manual' : 'auto', ledger, verifier})
       const onEvent = (event: ClientEvent): void => {
         switch (event.type) {

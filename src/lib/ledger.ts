@@ -128,6 +128,12 @@ export interface InboxRow {
   description?: string | undefined
   /** We still owe the peer the ack (accepted) or setErr (rejected). */
   owed: boolean
+  /**
+   * The SET was handed off to its consumer (printed and flushed). False from `recordReceived` for
+   * accepted/undecided rows with a stored token until `markDelivered` or `markHandedOff`; absent
+   * means true.
+   */
+  handedOff?: boolean | undefined
   receivedAt: number
   updatedAt: number
 }
@@ -139,6 +145,15 @@ export interface SettleChange {
   description?: string | undefined
 }
 
+/** A received SET not yet handed off to its consumer (see `Ledger.unhandedOff`). */
+export interface UnhandedOffRow {
+  peer: string
+  iss: string
+  jti: string
+  token: string
+  verdict: Verdict
+}
+
 /** What `owed` needs of an owed inbox row (no token: it is not read back on the hot path). */
 export type OwedRow = Pick<InboxRow, 'jti' | 'verdict' | 'err' | 'description'>
 
@@ -147,6 +162,8 @@ export interface InboxChange {
   err?: string | undefined
   description?: string | undefined
   owed: boolean
+  /** Set handed_off to 1 as well (absent: unchanged). */
+  handedOff?: true | undefined
   updatedAt: number
 }
 
@@ -197,8 +214,15 @@ export interface LedgerStorage {
   updateInbox(peer: string, iss: string, jti: string, change: InboxChange): void
   /** Rows of `peer` with owed = true and a decided verdict, oldest first, at most `limit`. */
   owedInbox(peer: string, limit: number): OwedRow[]
-  /** owed = false for every row of (peer, jti) that is owed; returns the count. */
+  /**
+   * owed = false and handed off for every row of (peer, jti) that is owed (one statement: delivery
+   * only happens after the hand-off); returns the count.
+   */
   clearOwed(peer: string, jti: string, updatedAt: number): number
+  /** Rows not handed off, with a token, oldest first (newest last), at most `limit`. */
+  unhandedOffInbox(limit: number): UnhandedOffRow[]
+  /** Mark every row of (peer, jti) handed off; returns the count changed. */
+  markHandedOff(peer: string, jti: string): number
   counts(peer?: string): CountRow[]
   listOutbox(query: ListQuery): OutboxRow[]
   listInbox(query: ListQuery): InboxRow[]
@@ -554,6 +578,9 @@ export class Ledger {
           err: rejected ? (item.err ?? 'invalid_request') : undefined,
           description: rejected ? (item.description ?? '') : undefined,
           owed: item.verdict !== 'undecided',
+          // Rejected rows are answered, never printed as SETs: nothing to replay. Without a
+          // stored token there is nothing to replay either.
+          handedOff: rejected || !this.storeTokens || item.token === undefined,
           receivedAt: now,
           updatedAt: now,
         })
@@ -618,6 +645,27 @@ export class Ledger {
     })
   }
 
+  /**
+   * Received SETs (accepted or undecided) that were stored but never handed off: the process
+   * stopped after storing them and before their lines left it. Oldest first (newest last), at
+   * most `limit`. Print them, await the hand-off, then call `markHandedOff`.
+   */
+  unhandedOff(limit: number): UnhandedOffRow[] {
+    checkLimit(limit)
+    return this.storage.transaction(() => this.storage.unhandedOffInbox(limit))
+  }
+
+  /** These SETs of `peer` were handed off (printed and flushed). Returns how many rows changed. */
+  markHandedOff(peer: string, jtis: Iterable<string>): number {
+    checkPeer(peer)
+    const list = [...jtis]
+    return this.storage.transaction(() => {
+      let changed = 0
+      for (const jti of list) changed += this.storage.markHandedOff(peer, jti)
+      return changed
+    })
+  }
+
   /** Decide SETs stored as `undecided` (manual mode): they become owed acks or setErrs. */
   decide(peer: string, decisions: readonly Decision[]): DecideResult[] {
     checkPeer(peer)
@@ -640,6 +688,8 @@ export class Ledger {
             err: rejected ? (decision.err ?? 'invalid_request') : undefined,
             description: rejected ? (decision.description ?? '') : undefined,
             owed: true,
+            // A decision is made on a SET the user saw: it needs no replay.
+            handedOff: true,
             updatedAt: now,
           })
         }

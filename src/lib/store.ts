@@ -36,6 +36,7 @@ import {
   type OutboxState,
   type OwedRow,
   type SettleChange,
+  type UnhandedOffRow,
   type Verdict,
 } from './ledger.js'
 
@@ -121,6 +122,12 @@ const MIGRATIONS: readonly string[] = [
     updated_at INTEGER NOT NULL
   );
   `,
+  // 3: inbox rows stored but not yet handed off (printed and flushed), replayed at start-up.
+  // Rows from before this version count as handed off.
+  `
+  ALTER TABLE inbox ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 1;
+  CREATE INDEX inbox_unhanded ON inbox (seq) WHERE handed_off = 0;
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length
@@ -130,7 +137,7 @@ const openInProcess = new Set<string>()
 
 const OUTBOX_COLUMNS = `peer, jti, token, event, subject, state, attempts, next_at AS nextAt, created_at AS createdAt,
   updated_at AS updatedAt, err, description`
-const INBOX_COLUMNS = `peer, iss, jti, hash, token, event, subject, verdict, err, description, owed,
+const INBOX_COLUMNS = `peer, iss, jti, hash, token, event, subject, verdict, err, description, owed, handed_off AS handedOff,
   received_at AS receivedAt, updated_at AS updatedAt`
 
 interface RawOutbox {
@@ -160,6 +167,7 @@ interface RawInbox {
   err: string | null
   description: string | null
   owed: number
+  handedOff: number
   receivedAt: number
   updatedAt: number
 }
@@ -194,15 +202,17 @@ export class SqliteLedgerStorage implements LedgerStorage {
         WHERE peer = ? AND state IN ('pending', 'in_flight') AND state = 'in_flight'`),
       requeueAll: prepare(`UPDATE outbox SET state = 'pending', next_at = ?, updated_at = ?
         WHERE state IN ('pending', 'in_flight') AND state = 'in_flight'`),
-      insertInbox: prepare(`INSERT INTO inbox (peer, jti, iss, hash, token, event, subject, verdict, err, description, owed, received_at, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, jti, iss) DO NOTHING`),
+      insertInbox: prepare(`INSERT INTO inbox (peer, jti, iss, hash, token, event, subject, verdict, err, description, owed, handed_off, received_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, jti, iss) DO NOTHING`),
       getInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND jti = ? AND iss = ?`),
       findInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND jti = ? ORDER BY seq`),
-      updateInbox: prepare(`UPDATE inbox SET verdict = ?, err = ?, description = ?, owed = ?, updated_at = ?
+      updateInbox: prepare(`UPDATE inbox SET verdict = ?, err = ?, description = ?, owed = ?, handed_off = max(handed_off, ?), updated_at = ?
         WHERE peer = ? AND jti = ? AND iss = ?`),
       owedInbox: prepare(`SELECT jti, verdict, err, description FROM inbox WHERE peer = ? AND owed = 1 AND verdict <> 'undecided'
         ORDER BY updated_at, seq LIMIT ?`),
-      clearOwed: prepare(`UPDATE inbox SET owed = 0, updated_at = ? WHERE peer = ? AND jti = ? AND owed = 1 AND verdict <> 'undecided'`),
+      clearOwed: prepare(`UPDATE inbox SET owed = 0, handed_off = 1, updated_at = ? WHERE peer = ? AND jti = ? AND owed = 1 AND verdict <> 'undecided'`),
+      unhandedOff: prepare(`SELECT peer, iss, jti, token, verdict FROM inbox WHERE handed_off = 0 AND token IS NOT NULL ORDER BY seq LIMIT ?`),
+      markHandedOff: prepare(`UPDATE inbox SET handed_off = 1 WHERE peer = ? AND jti = ? AND handed_off = 0`),
       countOutAll: prepare(`SELECT peer, state, count(*) AS n FROM outbox GROUP BY peer, state`),
       countOutPeer: prepare(`SELECT peer, state, count(*) AS n FROM outbox WHERE peer = ? GROUP BY peer, state`),
       countInAll: prepare(`SELECT peer, verdict AS state, count(*) AS n, sum(owed) AS owed FROM inbox GROUP BY peer, verdict`),
@@ -271,7 +281,7 @@ export class SqliteLedgerStorage implements LedgerStorage {
   insertInbox(row: InboxRow): boolean {
     const info = this.statements.insertInbox!.run(
       row.peer, row.jti, row.iss, row.hash, row.token ?? null, row.event ?? null, row.subject ?? null, row.verdict,
-      row.err ?? null, row.description ?? null, row.owed ? 1 : 0, row.receivedAt, row.updatedAt,
+      row.err ?? null, row.description ?? null, row.owed ? 1 : 0, row.handedOff === false ? 0 : 1, row.receivedAt, row.updatedAt,
     )
     return info.changes === 1
   }
@@ -286,7 +296,15 @@ export class SqliteLedgerStorage implements LedgerStorage {
   }
 
   updateInbox(peer: string, iss: string, jti: string, change: InboxChange): void {
-    this.statements.updateInbox!.run(change.verdict, change.err ?? null, change.description ?? null, change.owed ? 1 : 0, change.updatedAt, peer, jti, iss)
+    this.statements.updateInbox!.run(change.verdict, change.err ?? null, change.description ?? null, change.owed ? 1 : 0, change.handedOff ? 1 : 0, change.updatedAt, peer, jti, iss)
+  }
+
+  unhandedOffInbox(limit: number): UnhandedOffRow[] {
+    return this.statements.unhandedOff!.all(limit) as UnhandedOffRow[]
+  }
+
+  markHandedOff(peer: string, jti: string): number {
+    return this.statements.markHandedOff!.run(peer, jti).changes
   }
 
   owedInbox(peer: string, limit: number): OwedRow[] {
@@ -494,6 +512,7 @@ function inboxRow(raw: RawInbox): InboxRow {
     err: raw.err ?? undefined,
     description: raw.description ?? undefined,
     owed: raw.owed === 1,
+    handedOff: raw.handedOff === 1,
     receivedAt: raw.receivedAt,
     updatedAt: raw.updatedAt,
   }

@@ -103,7 +103,50 @@ describe('listen (spawned)', () => {
     const {code} = await second.exited
     expect(code).toBe(130)
     const sets = records(second.stdout()).filter((r) => r.type === 'set')
-    expect(sets.map((r) => [r.jti, r.status])).toEqual([[jti, 'duplicate']])
+    // Killed after printing but before the ack went out: the SET was never marked handed off, so
+    // it is printed once more as replayed at start-up (at-least-once output), then the
+    // redelivery is a duplicate.
+    expect(sets.map((r) => [r.jti, r.status])).toEqual([
+      [jti, 'replayed'],
+      [jti, 'duplicate'],
+    ])
+  })
+
+  it('SIGKILL between store and print: the SET is printed as replayed on restart, once', async () => {
+    const state = join(dir, 'replay.db')
+    const claims = makeSetClaims()
+    const jti = String(claims.jti)
+    const token = signSet(claims, key)
+
+    const first = await startListen(['--state', state, '--jwks', jwksFile, '--json'], {PUSHPULL_TEST_CRASH_AFTER_STORE: 'before-print'})
+    await expect(post(first.port, '/events', token, 'application/secevent+jwt')).rejects.toThrow(/socket hang up|ECONNRESET/)
+    expect(await first.exited).toEqual({code: null, signal: 'SIGKILL'})
+    // Stored, never printed.
+    expect(records(first.stdout()).filter((r) => r.type === 'set')).toEqual([])
+
+    const second = await startListen(['--state', state, '--jwks', jwksFile, '--json'])
+    try {
+      // Printed before serving: the replayed line is already out when the port is announced.
+      await expect.poll(() => records(second.stdout()).filter((r) => r.type === 'set').length).toBe(1)
+      expect(second.stderr()).toContain('replayed 1 SET(s) stored before a restart but never printed')
+      expect(JSON.parse((await post(second.port, '/pushpull', '{}', 'application/json')).text)).toEqual({ack: [jti]})
+    } finally {
+      second.child.kill('SIGINT')
+    }
+
+    expect((await second.exited).code).toBe(130)
+    const sets = records(second.stdout()).filter((r) => r.type === 'set')
+    expect(sets).toEqual([
+      expect.objectContaining({binding: 'state', iss: claims.iss, jti, peer: 'anonymous', status: 'replayed', type: 'set', verified: null}),
+    ])
+    expect(sets[0]?.event).toBe('caep.session-revoked')
+
+    // Handed off now: a third start replays nothing.
+    const third = await startListen(['--state', state, '--jwks', jwksFile, '--json'])
+    third.child.kill('SIGINT')
+    expect((await third.exited).code).toBe(130)
+    expect(records(third.stdout()).filter((r) => r.type === 'set')).toEqual([])
+    expect(third.stderr()).not.toContain('replayed')
   })
 
   it('a second listener on the same state fails fast with ERR_STATE_LOCKED', async () => {

@@ -3,7 +3,7 @@
  * every row in process memory (nothing is durable) and its `transaction` does not roll back: the
  * ledger validates a whole batch before it changes anything, so a throw part-way is a bug.
  */
-import type {CountRow, InboxChange, InboxRow, LedgerStorage, ListQuery, OutboxChange, OutboxRow, SettleChange} from '../ledger.js'
+import type {CountRow, InboxChange, InboxRow, LedgerStorage, ListQuery, OutboxChange, OutboxRow, SettleChange, UnhandedOffRow} from '../ledger.js'
 
 const SEP = '\u0000'
 
@@ -20,6 +20,8 @@ export class MemoryLedgerStorage implements LedgerStorage {
   private readonly dueHeaps = new Map<string, DueHeap>()
   /** peer -> keys of owed inbox rows. */
   private readonly owedKeys = new Map<string, Set<string>>()
+  /** Keys of inbox rows not yet handed off, in insertion order (a Set keeps it). */
+  private readonly unhanded = new Set<string>()
   /** peer + jti -> inbox keys (one per issuer). */
   private readonly byJti = new Map<string, Set<string>>()
   private seq = 0
@@ -147,7 +149,8 @@ export class MemoryLedgerStorage implements LedgerStorage {
   insertInbox(row: InboxRow): boolean {
     const key = row.peer + SEP + row.iss + SEP + row.jti
     if (this.inbox.has(key)) return false
-    this.inbox.set(key, {...row, seq: ++this.seq})
+    this.inbox.set(key, {...row, handedOff: row.handedOff !== false, seq: ++this.seq})
+    if (row.handedOff === false) this.unhanded.add(key)
     this.index(this.owedKeys, row.peer, key, row.owed)
     this.index(this.byJti, row.peer + SEP + row.jti, key, true)
     return true
@@ -177,7 +180,38 @@ export class MemoryLedgerStorage implements LedgerStorage {
     row.description = change.description
     row.owed = change.owed
     row.updatedAt = change.updatedAt
+    if (change.handedOff === true) {
+      row.handedOff = true
+      this.unhanded.delete(key)
+    }
+
     this.index(this.owedKeys, peer, key, change.owed)
+  }
+
+  unhandedOffInbox(limit: number): UnhandedOffRow[] {
+    const rows: UnhandedOffRow[] = []
+    for (const key of this.unhanded) {
+      if (rows.length >= limit) break
+      const row = this.inbox.get(key)
+      if (row?.token === undefined) continue
+      rows.push({iss: row.iss, jti: row.jti, peer: row.peer, token: row.token, verdict: row.verdict})
+    }
+
+    return rows
+  }
+
+  markHandedOff(peer: string, jti: string): number {
+    let count = 0
+    for (const key of this.byJti.get(peer + SEP + jti) ?? []) {
+      const row = this.inbox.get(key)
+      if (row !== undefined && row.handedOff === false) {
+        row.handedOff = true
+        this.unhanded.delete(key)
+        count++
+      }
+    }
+
+    return count
   }
 
   owedInbox(peer: string, limit: number): InboxRow[] {
@@ -197,6 +231,8 @@ export class MemoryLedgerStorage implements LedgerStorage {
       const row = this.inbox.get(key)
       if (row?.owed && row.verdict !== 'undecided') {
         row.owed = false
+        row.handedOff = true
+        this.unhanded.delete(key)
         row.updatedAt = updatedAt
         this.index(this.owedKeys, peer, key, false)
         count++
@@ -259,6 +295,7 @@ export class MemoryLedgerStorage implements LedgerStorage {
     for (const [key, row] of this.inbox) {
       if (!row.owed && row.verdict !== 'undecided' && row.updatedAt < before) {
         this.inbox.delete(key)
+        this.unhanded.delete(key)
         this.byJti.get(row.peer + SEP + row.jti)?.delete(key)
         inbox++
       }
