@@ -6,7 +6,7 @@
 import {randomUUID as nodeRandomUUID} from 'node:crypto'
 
 import {encodeBase64url} from './base64url.js'
-import {fastSignerFor} from './crypto-fast.js'
+import {fastEncodedSignerFor} from './crypto-fast.js'
 import {PushpullError} from './errors.js'
 import type {Signer} from './keys.js'
 import {type SetClaims, type SetHeader, validateClaims} from './set.js'
@@ -42,6 +42,17 @@ export interface MintedSet {
 
 const encoder = new TextEncoder()
 
+/** The encoded protected header of the last (alg, kid) signed: one signer signs many SETs. */
+let lastHeader: {alg: string; kid: string | undefined; encoded: string} | undefined
+
+function encodedHeader(header: SetHeader): string {
+  const {alg, kid} = header
+  if (lastHeader?.alg === alg && lastHeader.kid === kid) return lastHeader.encoded
+  const encoded = encodeBase64url(JSON.stringify(header))
+  lastHeader = {alg, encoded, kid}
+  return encoded
+}
+
 /** Build the claims of a SET from a template (no signing). Throws ERR_USAGE naming what is wrong. */
 export function buildClaims(template: SetTemplate, options: MintOptions = {}): SetClaims {
   const now = options.now ?? Date.now
@@ -72,18 +83,18 @@ export function buildClaims(template: SetTemplate, options: MintOptions = {}): S
  */
 export async function mintSet(template: SetTemplate, signer: Signer, options: MintOptions = {}): Promise<MintedSet> {
   const claims = buildClaims(template, options)
-  const header: SetHeader = {alg: signer.alg, typ: 'secevent+jwt', ...(signer.kid === undefined ? {} : {kid: signer.kid})}
+  const header: SetHeader = signer.kid === undefined ? {alg: signer.alg, typ: 'secevent+jwt'} : {alg: signer.alg, typ: 'secevent+jwt', kid: signer.kid}
   const json = JSON.stringify(claims)
   if (signer.alg === 'none') {
     return {claims, header, token: `${encodeBase64url(JSON.stringify(header))}.${encodeBase64url(json)}.`}
   }
 
   if (signer.key === undefined) throw new PushpullError('ERR_KEY_INVALID', `the ${signer.alg} signer has no key`)
-  const fast = fastSignerFor(signer.key, signer.alg)
+  const fast = fastEncodedSignerFor(signer.key, signer.alg)
   if (fast) {
-    const signingInput = `${encodeBase64url(JSON.stringify(header))}.${encodeBase64url(json)}`
+    const signingInput = `${encodedHeader(header)}.${encodeBase64url(json)}`
     try {
-      return {claims, header, token: `${signingInput}.${fast(signingInput).toString('base64url')}`}
+      return {claims, header, token: `${signingInput}.${fast(signingInput)}`}
     } catch (error) {
       throw new PushpullError('ERR_KEY_INVALID', `signing with ${signer.alg} failed: ${(error as Error).message}`, {cause: error})
     }

@@ -15,7 +15,7 @@ import type {KeyObject} from 'node:crypto'
 
 import type * as JoseModule from 'jose'
 
-import {fastVerifierFor} from './crypto-fast.js'
+import {fastEncodedVerifierFor, fastVerifierFor} from './crypto-fast.js'
 import {isPushpullError, PushpullError} from './errors.js'
 import {DEFAULT_MAX_DEPTH, maxNestingDepth} from './json.js'
 import {ASYMMETRIC_ALGORITHMS, type KeySource, keyFitsAlgorithm, StaticKeySource, type VerificationKey} from './keys.js'
@@ -92,6 +92,11 @@ interface CachedHeader {
   header: Readonly<SetHeader>
   /** jose decodes the header with a fatal UTF-8 decoder; a header that is not UTF-8 fails there. */
   utf8: boolean
+  /**
+   * Set once this header has passed the header checks of this verifier (`typ`, `crit`, not
+   * `alg: none`, `alg` allowed): they depend on nothing else, so they are not repeated.
+   */
+  passed?: boolean
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -246,26 +251,54 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
     return decoded
   }
 
+  // The header part seen last, compared in place: a stream repeats one header, and comparing it
+  // costs less than hashing a fresh slice for the map lookup. Same entry as `headers` would give.
+  let lastHeaderPart = ''
+  let lastHeader: CachedHeader | undefined
+  /** The remembered header `decodeQuick` just used (undefined: it took the full path). Read right after the call. */
+  let quickHeader: CachedHeader | undefined
+
+  function rememberedHeader(text: string, dot: number): CachedHeader | undefined {
+    const headerPart = text.slice(0, dot)
+    if (headerPart === lastHeaderPart) return lastHeader
+    const found = headers.get(headerPart)
+    if (found !== undefined) {
+      lastHeaderPart = headerPart
+      lastHeader = found
+    }
+
+    return found
+  }
+
+  let scratch = Buffer.alloc(0)
+
   function decodeQuick(input: string): DecodedToken {
+    quickHeader = undefined
     if (typeof input !== 'string' || input.length > maxBytes) return decodeAndRemember(input)
     const dot1 = input.indexOf('.')
     const dot2 = dot1 < 0 ? -1 : input.indexOf('.', dot1 + 1)
     if (dot2 < 0 || input.includes('.', dot2 + 1)) return decodeAndRemember(input)
-    const cached = headers.get(input.slice(0, dot1))
+    const cached = rememberedHeader(input, dot1)
     const payloadPart = input.slice(dot1 + 1, dot2)
     const signature = input.slice(dot2 + 1)
     if (
       cached === undefined ||
       payloadPart === '' ||
-      payloadPart.length % 4 === 1 ||
       signature.length % 4 === 1 ||
-      !BASE64URL.test(payloadPart) ||
       !BASE64URL.test(signature)
     ) {
       return decodeAndRemember(input)
     }
 
-    const text = Buffer.from(payloadPart, 'base64url').toString('utf8')
+    // Re-encoding the decoded payload gives back the part only when the part is canonical
+    // base64url (so it passes decodeToken's check too); anything else takes the full path.
+    // Cheaper than a pattern test over the whole part.
+    // Decoded into a buffer this verifier keeps (decodeQuick never awaits, so calls cannot overlap).
+    const room = Math.ceil((payloadPart.length * 3) / 4)
+    if (scratch.length < room) scratch = Buffer.allocUnsafe(Math.max(room, scratch.length * 2))
+    const length = scratch.write(payloadPart, 0, 'base64url')
+    if (scratch.toString('base64url', 0, length) !== payloadPart) return decodeAndRemember(input)
+    const text = scratch.toString('utf8', 0, length)
     if (text.includes('__proto__') || text.includes('\\u') || !shallow(text)) return decodeAndRemember(input)
     let payload: unknown
     try {
@@ -275,27 +308,41 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
     }
 
     if (!isPlainObject(payload)) return decodeAndRemember(input)
+    quickHeader = cached
     return {header: {...cached.header}, payload, signature, signingInput: input.slice(0, dot2), token: input}
   }
 
   function headerIsUtf8(signingInput: string): boolean {
-    const headerPart = signingInput.slice(0, signingInput.indexOf('.'))
-    return headers.get(headerPart)?.utf8 ?? isUtf8(Buffer.from(headerPart, 'base64url'))
+    const dot = signingInput.indexOf('.')
+    return rememberedHeader(signingInput, dot)?.utf8 ?? isUtf8(Buffer.from(signingInput.slice(0, dot), 'base64url'))
   }
 
   // Static key sources never change, so (alg, kid) -> fitting keys is remembered (failures are not).
   const staticKeys = sources.every((s) => s instanceof StaticKeySource)
-  const candidateCache = new Map<string, readonly VerificationKey[]>()
+  // alg -> kid -> keys: nested, so a lookup hashes the header's own strings, never a new one.
+  const candidateCache = new Map<string, Map<string | undefined, readonly VerificationKey[]>>()
+  let candidateCount = 0
 
-  function candidateCacheKey(alg: string, kid: string | undefined): string {
-    return kid === undefined ? alg : `${alg}\u0000${kid}`
+  function cachedCandidates(alg: string, kid: string | undefined): readonly VerificationKey[] | undefined {
+    return candidateCache.get(alg)?.get(kid)
   }
 
   async function candidatesFor(alg: string, kid: string | undefined): Promise<readonly VerificationKey[]> {
     if (!staticKeys) return lookUpCandidates(alg, kid)
     const found = await lookUpCandidates(alg, kid)
-    if (candidateCache.size >= CANDIDATE_CACHE_SIZE) candidateCache.clear()
-    candidateCache.set(candidateCacheKey(alg, kid), found)
+    if (candidateCount >= CANDIDATE_CACHE_SIZE) {
+      candidateCache.clear()
+      candidateCount = 0
+    }
+
+    let byKid = candidateCache.get(alg)
+    if (byKid === undefined) {
+      byKid = new Map()
+      candidateCache.set(alg, byKid)
+    }
+
+    if (!byKid.has(kid)) candidateCount++
+    byKid.set(kid, found)
     return found
   }
 
@@ -317,39 +364,50 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
     return fitting
   }
 
+  /** An `alg: none` SET: accepted only when unsigned SETs are allowed and the signature is empty. */
+  function acceptUnsigned(decoded: DecodedToken): VerifiedSet {
+    if (!options.allowUnsigned) throw new PushpullError('ERR_SET_UNSIGNED', 'the SET is unsigned (alg "none") and unsigned SETs are not allowed')
+    if (decoded.signature !== '') throw new PushpullError('ERR_SET_MALFORMED', 'an unsigned SET (alg "none") must have an empty signature')
+    const claims = validateClaims(decoded.payload)
+    checkClaims(claims)
+    const {header, signature, signingInput, token} = decoded
+    return {claims, header, signature, signingInput, token, unsigned: true, unverifiedReason: 'unsigned SET (alg "none") accepted by request', verified: false}
+  }
+
   async function verify(input: string): Promise<VerifiedSet> {
     const decoded = decodeQuick(input)
-    const {header, payload, ...rest} = decoded
-    checkHeader(header)
+    const cachedHeader = quickHeader
+    const {header, payload} = decoded
     const {alg} = header
-    if (alg.toLowerCase() === 'none') {
-      if (!options.allowUnsigned) throw new PushpullError('ERR_SET_UNSIGNED', 'the SET is unsigned (alg "none") and unsigned SETs are not allowed')
-      if (decoded.signature !== '') throw new PushpullError('ERR_SET_MALFORMED', 'an unsigned SET (alg "none") must have an empty signature')
-      const claims = validateClaims(payload)
-      checkClaims(claims)
-      return {...rest, claims, header, unsigned: true, unverifiedReason: 'unsigned SET (alg "none") accepted by request', verified: false}
-    }
+    if (cachedHeader?.passed !== true) {
+      checkHeader(header)
+      if (alg.toLowerCase() === 'none') return acceptUnsigned(decoded)
+      if ((hasKeys || explicitAlgorithms) && !algorithms.includes(alg)) {
+        throw new PushpullError('ERR_SET_ALG_NOT_ALLOWED', `algorithm ${show(alg)} is not allowed; allowed: ${algorithms.join(', ')}`)
+      }
 
-    if ((hasKeys || explicitAlgorithms) && !algorithms.includes(alg)) {
-      throw new PushpullError('ERR_SET_ALG_NOT_ALLOWED', `algorithm ${show(alg)} is not allowed; allowed: ${algorithms.join(', ')}`)
+      if (cachedHeader !== undefined) cachedHeader.passed = true
     }
 
     const claims = validateClaims(payload)
     if (!hasKeys) {
       checkClaims(claims)
-      return {...rest, claims, header, unsigned: false, unverifiedReason: 'no verification key configured', verified: false}
+      const {signature, signingInput, token} = decoded
+      return {claims, header, signature, signingInput, token, unsigned: false, unverifiedReason: 'no verification key configured', verified: false}
     }
 
     if (decoded.signature === '') throw new PushpullError('ERR_SET_SIGNATURE', `the SET has alg ${show(alg)} but an empty signature`)
     const kid = typeof header.kid === 'string' ? header.kid : undefined
     // No await on the hot path: a remembered lookup is used synchronously.
-    const candidates = candidateCache.get(candidateCacheKey(alg, kid)) ?? (await candidatesFor(alg, kid))
+    const candidates = cachedCandidates(alg, kid) ?? (await candidatesFor(alg, kid))
     let failure: PushpullError | undefined
     let signature: Buffer | undefined
-    let headerUtf8: boolean | undefined
+    let headerUtf8 = cachedHeader?.utf8
     for (const key of candidates) {
-      const fast = fastVerifierFor(key.key, alg)
-      if (fast) {
+      // In this thread the check takes the signature part as it is (no decoding when it matches);
+      // a pool takes the decoded bytes. Both cover exactly the keys `fastPathCovers` does.
+      const local = offload === undefined ? fastEncodedVerifierFor(key.key, alg) : undefined
+      if (local !== undefined || (offload !== undefined && fastVerifierFor(key.key, alg) !== undefined)) {
         // jose decodes the protected header with a fatal UTF-8 decoder before anything else.
         headerUtf8 ??= headerIsUtf8(decoded.signingInput)
         if (!headerUtf8) {
@@ -357,10 +415,14 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
           continue
         }
 
-        signature ??= Buffer.from(decoded.signature, 'base64url')
         let ok = false
         try {
-          ok = offload === undefined ? fast(decoded.signingInput, signature) : await offload.check(key.key, alg, decoded.signingInput, signature)
+          if (local === undefined) {
+            signature ??= Buffer.from(decoded.signature, 'base64url')
+            ok = await (offload as SignatureOffload).check(key.key, alg, decoded.signingInput, signature)
+          } else {
+            ok = local(decoded.signingInput, decoded.signature)
+          }
         } catch (error) {
           // The offload itself failed (a worker died): not a verdict about this SET.
           if (isPushpullError(error, 'ERR_INTERNAL')) throw error
