@@ -81,6 +81,8 @@ export interface SetVerifier {
   readonly algorithms: readonly string[]
 }
 
+/** Claims that must not lie in the future, checked in this order. */
+const NOT_BEFORE_CLAIMS = ['iat', 'nbf'] as const
 const SET_TYPES = new Set(['secevent+jwt', 'application/secevent+jwt'])
 const BASE64URL = /^[A-Za-z0-9_-]*$/
 /** Distinct protected headers remembered per verifier (a stream repeats one or a few). */
@@ -103,10 +105,12 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
 }
 
+const BRACKETS = ['{', '['] as const
+
 /** True when `text` nests no deeper than the default limit (few brackets at all: no scan needed). */
 function shallow(text: string): boolean {
   let brackets = 0
-  for (const bracket of ['{', '[']) {
+  for (const bracket of BRACKETS) {
     for (let at = text.indexOf(bracket); at >= 0; at = text.indexOf(bracket, at + 1)) {
       if (++brackets > DEFAULT_MAX_DEPTH) return maxNestingDepth(text, DEFAULT_MAX_DEPTH) <= DEFAULT_MAX_DEPTH
     }
@@ -218,7 +222,7 @@ export function createVerifier(options: VerifierOptions = {}): SetVerifier {
       throw new PushpullError('ERR_SET_EXPIRED', `the SET expired at ${new Date(claims.exp * 1000).toISOString()}`, {details: {jti: claims.jti}})
     }
 
-    for (const name of ['iat', 'nbf'] as const) {
+    for (const name of NOT_BEFORE_CLAIMS) {
       const value = claims[name]
       if (value !== undefined && value > nowSec + tolerance) {
         throw new PushpullError('ERR_SET_NOT_YET_VALID', `the SET "${name}" ${new Date(value * 1000).toISOString()} is more than ${tolerance} s in the future`, {
