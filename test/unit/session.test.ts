@@ -126,7 +126,8 @@ describe('session against the spec WebSocket peer', () => {
     peer.sendObject({sets: {[set!.jti]: set!.token}})
     await until(events, () => client.counters.acksSent === 2)
     expect(client.counters).toMatchObject({duplicates: 1, received: 1})
-    // acked twice (once per delivery), processed once
+    // acked twice (once per delivery), processed once; the second ack may still be on the wire
+    await peer.waitFor(() => peer.objects.flatMap((o) => o.ack).length === 2)
     expect(peer.objects.flatMap((o) => o.ack)).toEqual([set!.jti, set!.jti])
     const newEvents = events.filter((e) => e.type === 'received').flatMap((e) => (e.type === 'received' ? e.outcomes.map((o) => o.status) : []))
     expect(newEvents).toEqual(['new', 'duplicate'])
