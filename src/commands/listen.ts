@@ -275,7 +275,8 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
     const crashAfterStore = process.env[CRASH_AFTER_STORE_ENV] === '1'
     const crashBeforePrint = process.env[CRASH_AFTER_STORE_ENV] === 'before-print'
     const json = this.jsonEnabled()
-    const status = createStatusLine(process.stderr, () => formatCounts(listener.counts, this.theme.err))
+    // The listener is created after the replay below, so the line may be drawn before it exists.
+    const status = createStatusLine(process.stderr, () => (listener === undefined ? '' : formatCounts(listener.counts, this.theme.err)))
     const print = (record: ListenRecord): void => {
       status.clear()
       if (json) this.emitJson(record)
@@ -309,7 +310,7 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
       }
 
       // SETs stored before a crash but never printed: print them before serving (at-least-once).
-      const replayed = await replayUnhandedOff(ledger, (record) => (json ? this.emitJson(record) : this.log(formatRecord(record, this.theme.out))), stdoutFlushed)
+      const replayed = await replayUnhandedOff(ledger, print, stdoutFlushed)
       if (replayed > 0) this.note(this.theme.err.dim(`replayed ${replayed} SET(s) stored before a restart but never printed`))
       const receiver = new SetReceiver({decide: manual ? 'manual' : 'auto', ledger, verifier})
       let errorSecond = 0

@@ -182,7 +182,7 @@ at-least-once, so a replayed line may repeat one printed just before a crash.`
     try {
       ledger = openStateLedger(flags)
       // SETs stored before a crash but never printed: print them before the session starts.
-      const replayed = await replayUnhandedOff(ledger, (record) => (json ? this.emitJson(record) : this.log(formatRecord(record, this.theme.out))), stdoutFlushed)
+      const replayed = await replayUnhandedOff(ledger, print, stdoutFlushed)
       if (replayed > 0) this.note(this.theme.err.dim(`replayed ${replayed} SET(s) stored before a restart but never printed`))
       const receiver = new SetReceiver({decide: manual ? 'manual' : 'auto', ledger, verifier})
       const onEvent = (event: ClientEvent): void => {
