@@ -147,6 +147,7 @@ export async function deliverOutbox(options: DeliverOptions): Promise<DeliverSum
 
   const finish = (jti: string, status: SetResultStatus, extra: {err?: string; description?: string} = {}): void => {
     if (final.has(jti)) return
+    if (!tracked.has(jti)) tracked.set(jti, {attempts: 0, sent: false})
     const attempts = tracked.get(jti)?.attempts ?? 0
     const result: SetResult = {attempts, jti, status, type: 'result'}
     if (extra.err !== undefined) result.err = extra.err
@@ -156,6 +157,9 @@ export async function deliverOutbox(options: DeliverOptions): Promise<DeliverSum
   }
 
   const unfinished = (): string[] => [...tracked.keys()].filter((jti) => !final.has(jti))
+  // Tracked SETs not final yet, kept as a count: the loop asks after every exchange, and scanning
+  // every tracked SET each time made a large one-SET-per-request run quadratic.
+  const openCount = (): number => tracked.size - final.size
 
   const applyExchange = async (sets: readonly DueSet[], owed: OwedReport, result: ExchangeResult): Promise<void> => {
     const owedJtis = [...owed.ack, ...owed.setErrs.keys()]
@@ -226,15 +230,30 @@ export async function deliverOutbox(options: DeliverOptions): Promise<DeliverSum
     await applyExchange(sets, owed, result)
   }
 
-  while (stoppedBy === undefined) {
+  // A pool of at most `concurrency` exchanges: whenever one settles, the next due batch starts, so
+  // one slow request does not hold the others back.
+  const inFlight = new Set<Promise<void>>()
+  const concurrency = Math.max(1, deliverer.concurrency)
+  // An exchange that throws (a state error, a receiver failure) ends the run with that error once
+  // the others have settled, as a rejected Promise.all did.
+  let thrown: {error: unknown} | undefined
+  const start = (sets: DueSet[]): void => {
+    const running: Promise<void> = exchange(sets)
+      .catch((error: unknown) => {
+        thrown ??= {error}
+      })
+      .finally(() => inFlight.delete(running))
+    inFlight.add(running)
+  }
+
+  while (stoppedBy === undefined && thrown === undefined) {
     if (signal.aborted) {
       stoppedBy = isPushpullError(signal.reason) ? signal.reason : new PushpullError('ERR_ABORTED', 'interrupted')
       break
     }
 
-    if (unfinished().length === 0 || now() >= deadline) break
-    const batches: DueSet[][] = []
-    for (let i = 0; i < Math.max(1, deliverer.concurrency); i++) {
+    if (openCount() === 0 || now() >= deadline) break
+    while (inFlight.size < concurrency) {
       const due = ledger.takeDue(peer, maxBatch)
       for (const jti of due.abandoned) {
         if (!tracked.has(jti)) tracked.set(jti, {attempts: ledger.policy.maxAttempts, sent: false})
@@ -248,15 +267,15 @@ export async function deliverOutbox(options: DeliverOptions): Promise<DeliverSum
         tracked.set(set.jti, entry)
       }
 
-      batches.push(due.sets)
+      start(due.sets)
     }
 
-    if (batches.length > 0) {
-      await Promise.all(batches.map(async (sets) => exchange(sets)))
+    if (inFlight.size > 0) {
+      await Promise.race(inFlight)
       continue
     }
 
-    // Nothing due: ask for late acks, or sleep until the next SET is due.
+    // Nothing due and nothing in flight: ask for late acks, or sleep until the next SET is due.
     const waiting = deliverer.lateAcks && unfinished().some((jti) => tracked.get(jti)?.sent === true)
     const current = now()
     if (waiting && current - lastExchangeAt >= lateAckIntervalMs) {
@@ -270,6 +289,10 @@ export async function deliverOutbox(options: DeliverOptions): Promise<DeliverSum
     wakeAt = Math.min(wakeAt, deadline)
     await sleep(Math.max(1, wakeAt - current), signal)
   }
+
+  // Exchanges still running when the loop stopped (abort, a fatal answer, the deadline) finish first.
+  await Promise.all(inFlight)
+  if (thrown !== undefined) throw thrown.error
 
   // What is not final stays in the outbox, due at once for the next run.
   const pending = unfinished()

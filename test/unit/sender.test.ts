@@ -1,4 +1,5 @@
 import {readFileSync} from 'node:fs'
+import {createServer as createHttpServer} from 'node:http'
 import {createServer} from 'node:https'
 import {join} from 'node:path'
 
@@ -8,11 +9,13 @@ import {createMultiPushDeliverer} from '../../src/lib/bindings/multi-push.js'
 import {createPushDeliverer} from '../../src/lib/bindings/push.js'
 import {createPushpullHttpDeliverer} from '../../src/lib/bindings/pushpull-http.js'
 import type {Deliverer} from '../../src/lib/bindings/types.js'
+import {PushpullError} from '../../src/lib/errors.js'
 import {Ledger} from '../../src/lib/ledger.js'
 import {deliverOutbox, type DeliverOptions} from '../../src/lib/sender.js'
 import {MemoryLedgerStorage} from '../../src/lib/store.js'
 import {createHttpClient, type HttpClient, type HttpClientOptions} from '../../src/lib/transport/http.js'
 import {ROOT} from '../helpers/cli.js'
+import {rejection} from '../helpers/errors.js'
 import {generatePeerKey, mintSets, startPushpullHttpPeer, startPushReceiver} from '../helpers/peers/index.js'
 import {listenLoopback} from '../helpers/ports.js'
 
@@ -191,6 +194,64 @@ describe('deliverOutbox: client-side bad inputs', () => {
       expect(ledger.takeDue(options.peer, 10).sets.map((s) => s.jti)).toEqual(options.jtis)
     } finally {
       await peer.close()
+    }
+  })
+})
+
+describe('deliverOutbox: the exchange pool', () => {
+  it('a stalled request does not hold back the others: the next SETs go out while it waits', async () => {
+    // The peer answers the first SET only after it has received every other one. With exchanges
+    // run in lock-step rounds this never happens (the round waits for the stalled one).
+    const seen: string[] = []
+    let release!: () => void
+    const released = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const total = 9
+    const server = createHttpServer((request, response) => {
+      let body = ''
+      request.setEncoding('utf8')
+      request.on('data', (chunk: string) => {
+        body += chunk
+      })
+      request.on('end', () => {
+        seen.push(body)
+        if (seen.length === total) release()
+        const answer = () => response.writeHead(202).end()
+        if (seen.length === 1) void released.then(answer)
+        else answer()
+      })
+    })
+    const port = await listenLoopback(server)
+    try {
+      const deliverer = createPushDeliverer({client: client(), concurrency: 2, url: `http://127.0.0.1:${port}/events`})
+      const {options, sets} = setup(deliverer, total)
+      const summary = await deliverOutbox({...options, sleep: undefined, waitMs: 10_000})
+      expect(summary.counts).toEqual({abandoned: 0, accepted: total, acked: 0, pending: 0, rejected: 0})
+      expect(seen[0]).toBe(sets[0]?.token)
+      expect(seen).toHaveLength(total)
+    } finally {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  })
+
+  it('an exchange that throws ends the run with that error after the others settle', async () => {
+    const receiver = await startPushReceiver()
+    try {
+      const deliverer = createPushDeliverer({client: client(), concurrency: 3, url: receiver.url})
+      const {ledger, options} = setup(deliverer, 6)
+      const applyReport = ledger.applyReport.bind(ledger)
+      let calls = 0
+      ledger.applyReport = (peer, report) => {
+        if (++calls === 2) throw new PushpullError('ERR_STATE_IO', 'state database went away')
+        return applyReport(peer, report)
+      }
+
+      const error = await rejection(deliverOutbox(options))
+      expect(error).toMatchObject({code: 'ERR_STATE_IO', message: 'state database went away'})
+    } finally {
+      await receiver.close()
     }
   })
 })
