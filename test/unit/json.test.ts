@@ -1,6 +1,8 @@
+import fc from 'fast-check'
 import {describe, expect, it} from 'vitest'
 
 import {maxNestingDepth, parseJsonBounded} from '../../src/lib/json.js'
+import {FUZZ_SEED} from '../fuzz/harness.js'
 import {failure} from '../helpers/errors.js'
 
 
@@ -39,6 +41,32 @@ describe('parseJsonBounded', () => {
     expect(error.code).toBe('ERR_MESSAGE_INVALID')
     expect(error.message).toBe('JSON nesting is deeper than the limit of 3')
     expect(error.details).toMatchObject({limit: 3})
+  })
+
+  it('accepts many brackets side by side when none nests past the limit', () => {
+    const flat = `[${Array.from({length: 50}, () => '[{"a":[1]}]').join(',')}]`
+    expect(maxNestingDepth(flat)).toBe(4)
+    expect((parseJsonBounded(flat, {maxBytes: 10_000, maxDepth: 4}) as unknown[]).length).toBe(50)
+    expect(failure(() => parseJsonBounded(flat, {maxBytes: 10_000, maxDepth: 3})).message).toBe('JSON nesting is deeper than the limit of 3')
+  })
+
+  it('gives the depth verdict of the full scan for any mix of brackets, strings and escapes', () => {
+    const piece = fc.constantFrom('[', ']', '{', '}', '"', '\\', 'a', ',', ':')
+    fc.assert(
+      fc.property(fc.array(piece, {maxLength: 60}), fc.integer({max: 8, min: 1}), (pieces, limit) => {
+        const text = pieces.join('')
+        let verdict: string
+        try {
+          parseJsonBounded(text, {maxBytes: 1000, maxDepth: limit})
+          verdict = 'parsed'
+        } catch (error) {
+          verdict = (error as Error).message === `JSON nesting is deeper than the limit of ${limit}` ? 'too deep' : 'other'
+        }
+
+        expect(verdict === 'too deep').toBe(maxNestingDepth(text) > limit)
+      }),
+      {numRuns: 500, seed: FUZZ_SEED},
+    )
   })
 
   it('does not count brackets inside strings, including escaped quotes', () => {
