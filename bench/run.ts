@@ -10,6 +10,7 @@ import {fileURLToPath} from 'node:url'
 import {measureColdStart} from './cold-start.js'
 import {measureCrypto} from './crypto.js'
 import {measureDelivery} from './delivery.js'
+import {measureLink} from './link-figures.js'
 import {type BenchConfig, type Row, verdict} from './util.js'
 import {measureWs} from './ws-figures.js'
 
@@ -28,9 +29,11 @@ figures.delivery = delivery.figures
 
 const ws = await measureWs(config, {es256: delivery.figures['push+ES256'] ?? Number.NaN, off: delivery.figures.push ?? Number.NaN})
 figures.ws = ws.figures
-// One table in figure order (1, 1b, 2, ... 7); rows of one figure keep their order.
-const order = ['1', '1b', '2', '3', '4', '5', '6', '7']
-rows.push(...[...delivery.rows, ...ws.rows, ...crypto.rows, ...cold.rows].map((row, index) => ({index, row})).sort((a, b) => order.indexOf(a.row.figure) - order.indexOf(b.row.figure) || a.index - b.index).map(({row}) => row))
+const link = await measureLink(config)
+figures.link = link.figures
+// One table in figure order (1, 1b, 1c, 2, ... 7); rows of one figure keep their order.
+const order = ['1', '1b', '1c', '2', '3', '4', '5', '6', '7']
+rows.push(...[...delivery.rows, ...ws.rows, ...link.rows, ...crypto.rows, ...cold.rows].map((row, index) => ({index, row})).sort((a, b) => order.indexOf(a.row.figure) - order.indexOf(b.row.figure) || a.index - b.index).map(({row}) => row))
 
 const header = ['fig', 'what', 'value', 'ratio', 'target', 'verdict', 'note']
 const table = rows.map((r) => [r.figure, r.what, r.value, r.ratio ?? '', r.target ?? '', verdict(r.met), r.note ?? ''])

@@ -39,6 +39,9 @@ export async function measureWs(config: BenchConfig, pushRates: {off: number; es
 
     // Figure 1 (WebSocket) and figure 4, side by side per round.
     const samples = {disk: [] as number[], es256: [] as number[], memory: [] as number[]}
+    // Warm-up, not measured (JIT compilation of the session, ledger and SQLite paths).
+    await wsThroughput(await fresh(), {jwks: null})
+    await wsThroughput(await fresh(), {diskDir: scratch.dir, jwks: null})
     for (let round = 0; round < rounds; round++) {
       samples.memory.push(await wsThroughput(await fresh(), {jwks: null}))
       samples.es256.push(await wsThroughput(await fresh(), {jwks: pair.publicJwks}))

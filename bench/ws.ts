@@ -21,6 +21,7 @@ import {attachListenerSessions} from '../src/lib/session-server.js'
 import {createListener} from '../src/lib/server.js'
 import {MemoryLedgerStorage, openLedger} from '../src/lib/store.js'
 import {createVerifier, type SetVerifier} from '../src/lib/verify.js'
+import {startLink} from './link.js'
 import {percentile} from './util.js'
 
 export interface Minted {
@@ -35,6 +36,8 @@ export interface WsRunOptions {
   diskDir?: string | undefined
   /** Build the verifier (e.g. with a worker pool); default createVerifier with the JWKS. */
   verifier?: SetVerifier
+  /** Connect through a link adding this much latency each way (bench/link.ts). Default none. */
+  linkDelayMs?: number
 }
 
 function memoryLedger(): Ledger {
@@ -62,8 +65,10 @@ async function harness(options: WsRunOptions, onAck: (jtis: readonly string[]) =
     options.verifier ??
     createVerifier(options.jwks === null ? {} : {keys: [new StaticKeySource(verificationKeysFromJson(options.jwks, 'bench JWKS'))]})
   const receiver = new SetReceiver({ledger: serverLedger, verifier})
-  const listener = createListener({ledger: serverLedger, port: 0, receiver})
+  const link = options.linkDelayMs ? await startLink(options.linkDelayMs) : undefined
+  const listener = createListener({checkHost: link === undefined, ledger: serverLedger, port: 0, receiver})
   const {url} = await listener.listen()
+  if (link !== undefined) link.target = url
   const sessions = attachListenerSessions(listener, {pingIntervalMs: 0})
   const clientLedger = ledgerFor(options.diskDir, 'stream')
   let failure: Error | undefined
@@ -75,7 +80,7 @@ async function harness(options: WsRunOptions, onAck: (jtis: readonly string[]) =
       else if (event.type === 'close' && event.error !== undefined) failure ??= event.error
     },
     pingIntervalMs: 0,
-    url: new URL(listener.paths.pushpull, url).href,
+    url: new URL(listener.paths.pushpull, link?.url ?? url).href,
   })
   const running = client.run()
   running.catch(() => {})
@@ -85,6 +90,7 @@ async function harness(options: WsRunOptions, onAck: (jtis: readonly string[]) =
     async close() {
       await client.stop()
       await running.catch(() => {})
+      await link?.close()
       await sessions.close()
       await listener.close(500)
       clientLedger.close()
