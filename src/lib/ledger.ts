@@ -114,6 +114,11 @@ export interface OutboxChange {
   description?: string | undefined
 }
 
+/** One row's change for `updateOutboxMany`. */
+export interface OutboxRowChange extends OutboxChange {
+  jti: string
+}
+
 export interface InboxRow {
   peer: string
   iss: string
@@ -224,6 +229,19 @@ export interface LedgerStorage {
   /** Mark every row of (peer, jti) handed off; returns the count changed. */
   markHandedOff(peer: string, jti: string): number
   counts(peer?: string): CountRow[]
+  // Batch forms of the per-row calls above (optional: the ledger falls back to the per-row calls).
+  // Each is one call per ledger call, so a storage can do a whole batch in one statement.
+  /** `updateOutbox` for each change, in order (rows missing are skipped). */
+  updateOutboxMany?(peer: string, changes: readonly OutboxRowChange[]): void
+  /**
+   * `settleOutbox(peer, jti, change)` for each jti (the same change for all); returns the jtis
+   * settled by this call (a jti listed twice is settled once).
+   */
+  settleOutboxMany?(peer: string, jtis: readonly string[], change: SettleChange): Set<string>
+  /** `clearOwed` for each jti; returns the total count. */
+  clearOwedMany?(peer: string, jtis: readonly string[], updatedAt: number): number
+  /** `markHandedOff` for each jti; returns the total count. */
+  markHandedOffMany?(peer: string, jtis: readonly string[]): number
   listOutbox(query: ListQuery): OutboxRow[]
   listInbox(query: ListQuery): InboxRow[]
   /** Delete final outbox rows and delivered inbox rows last updated before `before`. */
@@ -433,24 +451,25 @@ export class Ledger {
       while (sets.length < limit) {
         const wanted = limit - sets.length + seen.size
         const rows = this.storage.dueOutbox(peer, now, wanted)
-        let progressed = false
+        const changes: OutboxRowChange[] = []
         for (const row of rows) {
           if (seen.has(row.jti) || sets.length >= limit) continue
           seen.add(row.jti)
-          progressed = true
           if (row.attempts >= this.policy.maxAttempts) {
-            this.storage.updateOutbox(peer, row.jti, {state: 'abandoned', attempts: row.attempts, nextAt: row.nextAt, updatedAt: now})
+            changes.push({jti: row.jti, state: 'abandoned', attempts: row.attempts, nextAt: row.nextAt, updatedAt: now})
             abandoned.push(row.jti)
             continue
           }
 
           const attempt = row.attempts + 1
           const nextAt = now + this.policy.ackTimeoutMs + backoffDelay(attempt - 1, this.policy, this.random)
-          this.storage.updateOutbox(peer, row.jti, {state: 'in_flight', attempts: attempt, nextAt, updatedAt: now})
+          changes.push({jti: row.jti, state: 'in_flight', attempts: attempt, nextAt, updatedAt: now})
           sets.push({jti: row.jti, token: row.token, attempt})
         }
 
-        if (!progressed || rows.length < wanted) break
+        // The whole page of changes at once, before the next look (it must see them).
+        this.updateOutboxMany(peer, changes)
+        if (changes.length === 0 || rows.length < wanted) break
       }
 
       return {sets, abandoned}
@@ -484,15 +503,17 @@ export class Ledger {
     return this.storage.transaction(() => {
       const now = this.now()
       const result: ReportResult = {acked: [], rejected: [], unknown: [], stale: []}
-      // One statement per jti on the hot path; only a jti that was not settled is looked up, to
-      // tell `unknown` from `stale`.
+      // The acks settle in one storage call; only a jti that was not settled is looked up, to tell
+      // `unknown` from `stale`.
       const missed = (jti: string): void => {
         if (this.storage.getOutbox(peer, jti) === undefined) result.unknown.push(jti)
         else result.stale.push(jti)
       }
 
+      const settled = this.settleOutboxMany(peer, ack, {state: 'acked', updatedAt: now})
       for (const jti of ack) {
-        if (this.storage.settleOutbox(peer, jti, {state: 'acked', updatedAt: now})) result.acked.push(jti)
+        // A jti listed twice is acked once; the second time it is stale.
+        if (settled.delete(jti)) result.acked.push(jti)
         else missed(jti)
       }
 
@@ -639,6 +660,7 @@ export class Ledger {
     const list = [...jtis]
     return this.storage.transaction(() => {
       const now = this.now()
+      if (this.storage.clearOwedMany !== undefined) return this.storage.clearOwedMany(peer, list, now)
       let cleared = 0
       for (const jti of list) cleared += this.storage.clearOwed(peer, jti, now)
       return cleared
@@ -660,6 +682,7 @@ export class Ledger {
     checkPeer(peer)
     const list = [...jtis]
     return this.storage.transaction(() => {
+      if (this.storage.markHandedOffMany !== undefined) return this.storage.markHandedOffMany(peer, list)
       let changed = 0
       for (const jti of list) changed += this.storage.markHandedOff(peer, jti)
       return changed
@@ -777,6 +800,24 @@ export class Ledger {
 
   close(): void {
     this.storage.close()
+  }
+
+  private updateOutboxMany(peer: string, changes: readonly OutboxRowChange[]): void {
+    if (changes.length === 0) return
+    if (this.storage.updateOutboxMany !== undefined) {
+      this.storage.updateOutboxMany(peer, changes)
+      return
+    }
+
+    for (const {jti, ...change} of changes) this.storage.updateOutbox(peer, jti, change)
+  }
+
+  private settleOutboxMany(peer: string, jtis: readonly string[], change: SettleChange): Set<string> {
+    if (jtis.length === 0) return new Set()
+    if (this.storage.settleOutboxMany !== undefined) return this.storage.settleOutboxMany(peer, jtis, change)
+    const settled = new Set<string>()
+    for (const jti of jtis) if (this.storage.settleOutbox(peer, jti, change)) settled.add(jti)
+    return settled
   }
 }
 

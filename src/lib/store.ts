@@ -33,6 +33,7 @@ import {
   type ListQuery,
   type OutboxChange,
   type OutboxRow,
+  type OutboxRowChange,
   type OutboxState,
   type OwedRow,
   type SettleChange,
@@ -128,6 +129,22 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE inbox ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 1;
   CREATE INDEX inbox_unhanded ON inbox (seq) WHERE handed_off = 0;
   `,
+  // 4: tokens in tables of their own, keyed by the row's seq, written once. A ledger row changes
+  // state several times (queued, in flight, acked; received, delivered); without the token (most
+  // of its bytes) it is small, so a batch's changes dirty (and commit) a few pages, not dozens.
+  // The two indexes only `prune` read are gone: every settled SET paid for them; prune scans.
+  `
+  CREATE TABLE outbox_token (seq INTEGER PRIMARY KEY, token TEXT NOT NULL);
+  INSERT INTO outbox_token (seq, token) SELECT seq, token FROM outbox;
+  ALTER TABLE outbox DROP COLUMN token;
+  CREATE TABLE inbox_token (seq INTEGER PRIMARY KEY, token TEXT NOT NULL);
+  INSERT INTO inbox_token (seq, token) SELECT seq, token FROM inbox WHERE token IS NOT NULL;
+  ALTER TABLE inbox DROP COLUMN token;
+  CREATE TRIGGER outbox_token_gone AFTER DELETE ON outbox BEGIN DELETE FROM outbox_token WHERE seq = old.seq; END;
+  CREATE TRIGGER inbox_token_gone AFTER DELETE ON inbox BEGIN DELETE FROM inbox_token WHERE seq = old.seq; END;
+  DROP INDEX IF EXISTS outbox_done;
+  DROP INDEX IF EXISTS inbox_done;
+  `,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length
@@ -135,10 +152,16 @@ export const SCHEMA_VERSION = MIGRATIONS.length
 /** Paths open in this process: SQLite's own locks do not always stop a second open here. */
 const openInProcess = new Set<string>()
 
-const OUTBOX_COLUMNS = `peer, jti, token, event, subject, state, attempts, next_at AS nextAt, created_at AS createdAt,
-  updated_at AS updatedAt, err, description`
-const INBOX_COLUMNS = `peer, iss, jti, hash, token, event, subject, verdict, err, description, owed, handed_off AS handedOff,
-  received_at AS receivedAt, updated_at AS updatedAt`
+/** Outbox rows with their tokens: `SELECT ${OUTBOX_COLUMNS} FROM ${OUTBOX_FROM}` (the row is `o`). */
+const OUTBOX_COLUMNS = `o.peer, o.jti, t.token, o.event, o.subject, o.state, o.attempts, o.next_at AS nextAt, o.created_at AS createdAt,
+  o.updated_at AS updatedAt, o.err, o.description`
+const OUTBOX_FROM = 'outbox AS o LEFT JOIN outbox_token AS t ON t.seq = o.seq'
+/** Inbox rows with their tokens: `SELECT ${INBOX_COLUMNS} FROM ${INBOX_FROM}` (the row is `i`). */
+const INBOX_COLUMNS = `i.peer, i.iss, i.jti, i.hash, t.token, i.event, i.subject, i.verdict, i.err, i.description, i.owed,
+  i.handed_off AS handedOff, i.received_at AS receivedAt, i.updated_at AS updatedAt`
+const INBOX_FROM = 'inbox AS i LEFT JOIN inbox_token AS t ON t.seq = i.seq'
+/** A JSON array parameter (`@jtis`) as rows, read once (so the planner drives the lookups from it). */
+const JTI_LIST = 'WITH list AS MATERIALIZED (SELECT value AS jti FROM json_each(@jtis))'
 
 interface RawOutbox {
   peer: string
@@ -188,31 +211,48 @@ export class SqliteLedgerStorage implements LedgerStorage {
       begin: prepare('BEGIN IMMEDIATE'),
       commit: prepare('COMMIT'),
       rollback: prepare('ROLLBACK'),
-      insertOutbox: prepare(`INSERT INTO outbox (peer, jti, token, event, subject, state, attempts, next_at, created_at, updated_at, err, description)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, jti) DO NOTHING`),
-      getOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM outbox WHERE peer = ? AND jti = ?`),
+      insertOutbox: prepare(`INSERT INTO outbox (peer, jti, event, subject, state, attempts, next_at, created_at, updated_at, err, description)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, jti) DO NOTHING`),
+      insertOutboxToken: prepare('INSERT INTO outbox_token (seq, token) VALUES (?, ?)'),
+      getOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM ${OUTBOX_FROM} WHERE o.peer = ? AND o.jti = ?`),
       updateOutbox: prepare(`UPDATE outbox SET state = ?, attempts = ?, next_at = ?, updated_at = ?, err = coalesce(?, err),
         description = coalesce(?, description) WHERE peer = ? AND jti = ?`),
+      // [jti, state, attempts, nextAt, updatedAt, err, description] per element of @changes.
+      updateOutboxMany: prepare(`WITH c AS MATERIALIZED (SELECT value ->> 0 AS jti, value ->> 1 AS state, value ->> 2 AS attempts,
+          value ->> 3 AS nextAt, value ->> 4 AS updatedAt, value ->> 5 AS err, value ->> 6 AS description FROM json_each(@changes))
+        UPDATE outbox SET state = c.state, attempts = c.attempts, next_at = c.nextAt, updated_at = c.updatedAt,
+          err = coalesce(c.err, outbox.err), description = coalesce(c.description, outbox.description)
+        FROM c WHERE outbox.peer = @peer AND outbox.jti = c.jti`),
       settleOutbox: prepare(`UPDATE outbox SET state = ?, updated_at = ?, err = coalesce(?, err), description = coalesce(?, description)
         WHERE peer = ? AND jti = ? AND state NOT IN ('acked', 'rejected')`),
-      dueOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM outbox WHERE peer = ? AND state IN ('pending', 'in_flight') AND next_at <= ?
-        ORDER BY next_at, seq LIMIT ?`),
+      settleOutboxMany: prepare(`${JTI_LIST}
+        UPDATE outbox SET state = @state, updated_at = @updatedAt, err = coalesce(@err, err), description = coalesce(@description, description)
+        WHERE peer = @peer AND jti IN (SELECT jti FROM list) AND state NOT IN ('acked', 'rejected') RETURNING jti`),
+      dueOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM ${OUTBOX_FROM} WHERE o.peer = ? AND o.state IN ('pending', 'in_flight') AND o.next_at <= ?
+        ORDER BY o.next_at, o.seq LIMIT ?`),
       nextDueAt: prepare(`SELECT min(next_at) AS t FROM outbox WHERE peer = ? AND state IN ('pending', 'in_flight')`),
       requeuePeer: prepare(`UPDATE outbox SET state = 'pending', next_at = ?, updated_at = ?
         WHERE peer = ? AND state IN ('pending', 'in_flight') AND state = 'in_flight'`),
       requeueAll: prepare(`UPDATE outbox SET state = 'pending', next_at = ?, updated_at = ?
         WHERE state IN ('pending', 'in_flight') AND state = 'in_flight'`),
-      insertInbox: prepare(`INSERT INTO inbox (peer, jti, iss, hash, token, event, subject, verdict, err, description, owed, handed_off, received_at, updated_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, jti, iss) DO NOTHING`),
-      getInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND jti = ? AND iss = ?`),
-      findInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM inbox WHERE peer = ? AND jti = ? ORDER BY seq`),
+      insertInbox: prepare(`INSERT INTO inbox (peer, jti, iss, hash, event, subject, verdict, err, description, owed, handed_off, received_at, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (peer, jti, iss) DO NOTHING`),
+      insertInboxToken: prepare('INSERT INTO inbox_token (seq, token) VALUES (?, ?)'),
+      getInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM ${INBOX_FROM} WHERE i.peer = ? AND i.jti = ? AND i.iss = ?`),
+      findInbox: prepare(`SELECT ${INBOX_COLUMNS} FROM ${INBOX_FROM} WHERE i.peer = ? AND i.jti = ? ORDER BY i.seq`),
       updateInbox: prepare(`UPDATE inbox SET verdict = ?, err = ?, description = ?, owed = ?, handed_off = max(handed_off, ?), updated_at = ?
         WHERE peer = ? AND jti = ? AND iss = ?`),
       owedInbox: prepare(`SELECT jti, verdict, err, description FROM inbox WHERE peer = ? AND owed = 1 AND verdict <> 'undecided'
         ORDER BY updated_at, seq LIMIT ?`),
       clearOwed: prepare(`UPDATE inbox SET owed = 0, handed_off = 1, updated_at = ? WHERE peer = ? AND jti = ? AND owed = 1 AND verdict <> 'undecided'`),
-      unhandedOff: prepare(`SELECT peer, iss, jti, token, verdict FROM inbox WHERE handed_off = 0 AND token IS NOT NULL ORDER BY seq LIMIT ?`),
+      clearOwedMany: prepare(`${JTI_LIST}
+        UPDATE inbox SET owed = 0, handed_off = 1, updated_at = @updatedAt
+        WHERE peer = @peer AND jti IN (SELECT jti FROM list) AND owed = 1 AND verdict <> 'undecided'`),
+      unhandedOff: prepare(`SELECT i.peer, i.iss, i.jti, t.token, i.verdict FROM inbox AS i JOIN inbox_token AS t ON t.seq = i.seq
+        WHERE i.handed_off = 0 ORDER BY i.seq LIMIT ?`),
       markHandedOff: prepare(`UPDATE inbox SET handed_off = 1 WHERE peer = ? AND jti = ? AND handed_off = 0`),
+      markHandedOffMany: prepare(`${JTI_LIST}
+        UPDATE inbox SET handed_off = 1 WHERE peer = @peer AND jti IN (SELECT jti FROM list) AND handed_off = 0`),
       countOutAll: prepare(`SELECT peer, state, count(*) AS n FROM outbox GROUP BY peer, state`),
       countOutPeer: prepare(`SELECT peer, state, count(*) AS n FROM outbox WHERE peer = ? GROUP BY peer, state`),
       countInAll: prepare(`SELECT peer, verdict AS state, count(*) AS n, sum(owed) AS owed FROM inbox GROUP BY peer, verdict`),
@@ -245,10 +285,12 @@ export class SqliteLedgerStorage implements LedgerStorage {
 
   insertOutbox(row: OutboxRow): boolean {
     const info = this.statements.insertOutbox!.run(
-      row.peer, row.jti, row.token, row.event ?? null, row.subject ?? null, row.state, row.attempts,
+      row.peer, row.jti, row.event ?? null, row.subject ?? null, row.state, row.attempts,
       row.nextAt, row.createdAt, row.updatedAt, row.err ?? null, row.description ?? null,
     )
-    return info.changes === 1
+    if (info.changes !== 1) return false
+    this.statements.insertOutboxToken!.run(info.lastInsertRowid, row.token)
+    return true
   }
 
   getOutbox(peer: string, jti: string): OutboxRow | undefined {
@@ -258,6 +300,25 @@ export class SqliteLedgerStorage implements LedgerStorage {
 
   updateOutbox(peer: string, jti: string, change: OutboxChange): void {
     this.statements.updateOutbox!.run(change.state, change.attempts, change.nextAt, change.updatedAt, change.err ?? null, change.description ?? null, peer, jti)
+  }
+
+  updateOutboxMany(peer: string, changes: readonly OutboxRowChange[]): void {
+    if (changes.length === 0) return
+    const rows = changes.map((c) => [c.jti, c.state, c.attempts, c.nextAt, c.updatedAt, c.err ?? null, c.description ?? null])
+    this.statements.updateOutboxMany!.run({changes: JSON.stringify(rows), peer})
+  }
+
+  settleOutboxMany(peer: string, jtis: readonly string[], change: SettleChange): Set<string> {
+    if (jtis.length === 0) return new Set()
+    const rows = this.statements.settleOutboxMany!.all({
+      description: change.description ?? null,
+      err: change.err ?? null,
+      jtis: JSON.stringify(jtis),
+      peer,
+      state: change.state,
+      updatedAt: change.updatedAt,
+    }) as Array<{jti: string}>
+    return new Set(rows.map((row) => row.jti))
   }
 
   settleOutbox(peer: string, jti: string, change: SettleChange): boolean {
@@ -280,10 +341,12 @@ export class SqliteLedgerStorage implements LedgerStorage {
 
   insertInbox(row: InboxRow): boolean {
     const info = this.statements.insertInbox!.run(
-      row.peer, row.jti, row.iss, row.hash, row.token ?? null, row.event ?? null, row.subject ?? null, row.verdict,
+      row.peer, row.jti, row.iss, row.hash, row.event ?? null, row.subject ?? null, row.verdict,
       row.err ?? null, row.description ?? null, row.owed ? 1 : 0, row.handedOff === false ? 0 : 1, row.receivedAt, row.updatedAt,
     )
-    return info.changes === 1
+    if (info.changes !== 1) return false
+    if (row.token !== undefined) this.statements.insertInboxToken!.run(info.lastInsertRowid, row.token)
+    return true
   }
 
   getInbox(peer: string, iss: string, jti: string): InboxRow | undefined {
@@ -317,6 +380,16 @@ export class SqliteLedgerStorage implements LedgerStorage {
     return this.statements.clearOwed!.run(updatedAt, peer, jti).changes
   }
 
+  clearOwedMany(peer: string, jtis: readonly string[], updatedAt: number): number {
+    if (jtis.length === 0) return 0
+    return this.statements.clearOwedMany!.run({jtis: JSON.stringify(jtis), peer, updatedAt}).changes
+  }
+
+  markHandedOffMany(peer: string, jtis: readonly string[]): number {
+    if (jtis.length === 0) return 0
+    return this.statements.markHandedOffMany!.run({jtis: JSON.stringify(jtis), peer}).changes
+  }
+
   counts(peer?: string): CountRow[] {
     const out = (peer === undefined ? this.statements.countOutAll!.all() : this.statements.countOutPeer!.all(peer)) as Array<{peer: string; state: string; n: number}>
     const inbox = (peer === undefined ? this.statements.countInAll!.all() : this.statements.countInPeer!.all(peer)) as Array<{
@@ -335,14 +408,14 @@ export class SqliteLedgerStorage implements LedgerStorage {
   }
 
   listOutbox(query: ListQuery): OutboxRow[] {
-    const {where, params} = listFilter(query, 'state')
-    const sql = `SELECT ${OUTBOX_COLUMNS} FROM outbox ${where} ORDER BY seq DESC LIMIT ? OFFSET ?`
+    const {where, params} = listFilter(query, 'o', 'state')
+    const sql = `SELECT ${OUTBOX_COLUMNS} FROM ${OUTBOX_FROM} ${where} ORDER BY o.seq DESC LIMIT ? OFFSET ?`
     return (this.open().prepare(sql).all(...params, query.limit, query.offset ?? 0) as RawOutbox[]).map((raw) => outboxRow(raw))
   }
 
   listInbox(query: ListQuery): InboxRow[] {
-    const {where, params} = listFilter(query, 'verdict')
-    const sql = `SELECT ${INBOX_COLUMNS} FROM inbox ${where} ORDER BY received_at DESC, seq DESC LIMIT ? OFFSET ?`
+    const {where, params} = listFilter(query, 'i', 'verdict')
+    const sql = `SELECT ${INBOX_COLUMNS} FROM ${INBOX_FROM} ${where} ORDER BY i.received_at DESC, i.seq DESC LIMIT ? OFFSET ?`
     return (this.open().prepare(sql).all(...params, query.limit, query.offset ?? 0) as RawInbox[]).map((raw) => inboxRow(raw))
   }
 
@@ -411,8 +484,12 @@ export function openStore(options: StoreOptions): SqliteLedgerStorage {
     db.pragma(`wal_autocheckpoint = ${Math.max(0, Math.floor(options.walAutocheckpointPages ?? DEFAULT_WAL_AUTOCHECKPOINT_PAGES))}`)
     // After a checkpoint, shrink the WAL file back (it is reused, so this costs little).
     db.pragma('journal_size_limit = 67108864')
+    const from = migrate(db, path)
+    // A new file went through every migration, some of which drop what earlier ones made: give
+    // the freed pages back (instant on an empty file) so the schema takes its minimum of pages.
+    if (from === 0) db.exec('VACUUM')
+    // The page cap applies to what is stored, not to the schema changes of the migrations.
     if (options.maxPageCount !== undefined) db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxPageCount))}`)
-    migrate(db, path)
   } catch (error) {
     db.close()
     throw mapSqliteError(error, path)
@@ -440,7 +517,8 @@ export function openLedger(options: StoreOptions & Omit<LedgerOptions, 'storage'
   }
 }
 
-function migrate(db: Database.Database, path: string): void {
+/** Bring the schema to SCHEMA_VERSION in one transaction; returns the version the file had. */
+function migrate(db: Database.Database, path: string): number {
   // BEGIN IMMEDIATE takes the write lock now (busy timeout 0): this is where a second process fails.
   db.exec('BEGIN IMMEDIATE')
   try {
@@ -455,27 +533,28 @@ function migrate(db: Database.Database, path: string): void {
     for (let v = version; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v]!)
     if (version !== MIGRATIONS.length) db.pragma(`user_version = ${MIGRATIONS.length}`)
     db.exec('COMMIT')
+    return version
   } catch (error) {
     if (db.inTransaction) db.exec('ROLLBACK')
     throw error
   }
 }
 
-function listFilter(query: ListQuery, stateColumn: string): {where: string; params: unknown[]} {
+function listFilter(query: ListQuery, table: 'o' | 'i', stateColumn: 'state' | 'verdict'): {where: string; params: unknown[]} {
   const clauses: string[] = []
   const params: unknown[] = []
   if (query.peer !== undefined) {
-    clauses.push('peer = ?')
+    clauses.push(`${table}.peer = ?`)
     params.push(query.peer)
   }
 
   if (query.states !== undefined) {
-    clauses.push(query.states.length === 0 ? '0' : `${stateColumn} IN (${query.states.map(() => '?').join(', ')})`)
+    clauses.push(query.states.length === 0 ? '0' : `${table}.${stateColumn} IN (${query.states.map(() => '?').join(', ')})`)
     params.push(...query.states)
   }
 
   if (query.owed !== undefined && stateColumn === 'verdict') {
-    clauses.push('owed = ?')
+    clauses.push(`${table}.owed = ?`)
     params.push(query.owed ? 1 : 0)
   }
 

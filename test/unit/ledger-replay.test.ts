@@ -173,9 +173,10 @@ describe('migration to the handed_off column', () => {
     const ledger = new Ledger({storage})
     try {
       expect(storage.database.pragma('user_version', {simple: true})).toBe(SCHEMA_VERSION)
-      expect(SCHEMA_VERSION).toBe(3)
+      expect(SCHEMA_VERSION).toBe(4)
       expect(ledger.unhandedOff(10)).toEqual([])
-      expect(storage.getInbox(PEER, 'i', 'old')).toMatchObject({handedOff: true, owed: true})
+      // Migration 4 moved the token to its own table; the row keeps it.
+      expect(storage.getInbox(PEER, 'i', 'old')).toMatchObject({handedOff: true, owed: true, token: 'tok'})
       ledger.recordReceived(PEER, [{iss: 'i', jti: 'new', token: token('new'), verdict: 'accepted'}])
       expect(ledger.unhandedOff(10).map((row) => row.jti)).toEqual(['new'])
       expect(storage.getInbox(PEER, 'i', 'new')).toMatchObject({handedOff: false})

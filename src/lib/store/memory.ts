@@ -3,7 +3,18 @@
  * every row in process memory (nothing is durable) and its `transaction` does not roll back: the
  * ledger validates a whole batch before it changes anything, so a throw part-way is a bug.
  */
-import type {CountRow, InboxChange, InboxRow, LedgerStorage, ListQuery, OutboxChange, OutboxRow, SettleChange, UnhandedOffRow} from '../ledger.js'
+import type {
+  CountRow,
+  InboxChange,
+  InboxRow,
+  LedgerStorage,
+  ListQuery,
+  OutboxChange,
+  OutboxRow,
+  OutboxRowChange,
+  SettleChange,
+  UnhandedOffRow,
+} from '../ledger.js'
 
 const SEP = '\u0000'
 
@@ -239,6 +250,30 @@ export class MemoryLedgerStorage implements LedgerStorage {
       }
     }
 
+    return count
+  }
+
+  // The batch forms are the per-row calls in a loop: in memory a statement costs nothing.
+
+  updateOutboxMany(peer: string, changes: readonly OutboxRowChange[]): void {
+    for (const change of changes) this.updateOutbox(peer, change.jti, change)
+  }
+
+  settleOutboxMany(peer: string, jtis: readonly string[], change: SettleChange): Set<string> {
+    const settled = new Set<string>()
+    for (const jti of jtis) if (this.settleOutbox(peer, jti, change)) settled.add(jti)
+    return settled
+  }
+
+  clearOwedMany(peer: string, jtis: readonly string[], updatedAt: number): number {
+    let count = 0
+    for (const jti of jtis) count += this.clearOwed(peer, jti, updatedAt)
+    return count
+  }
+
+  markHandedOffMany(peer: string, jtis: readonly string[]): number {
+    let count = 0
+    for (const jti of jtis) count += this.markHandedOff(peer, jti)
     return count
   }
 
