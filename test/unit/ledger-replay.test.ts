@@ -173,7 +173,7 @@ describe('migration to the handed_off column', () => {
     const ledger = new Ledger({storage})
     try {
       expect(storage.database.pragma('user_version', {simple: true})).toBe(SCHEMA_VERSION)
-      expect(SCHEMA_VERSION).toBe(4)
+      expect(SCHEMA_VERSION).toBe(5)
       expect(ledger.unhandedOff(10)).toEqual([])
       // Migration 4 moved the token to its own table; the row keeps it.
       expect(storage.getInbox(PEER, 'i', 'old')).toMatchObject({handedOff: true, owed: true, token: 'tok'})
