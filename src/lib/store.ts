@@ -176,6 +176,7 @@ const INBOX_FROM = 'inbox AS i LEFT JOIN inbox_token AS t ON t.seq = i.seq'
  */
 const ACTIVE = `peer = @peer AND state IN ('pending', 'in_flight')`
 const ACTIVE_KEY = `iif(state = 'pending', next_at, next_at >> 10)`
+const ACTIVE_KEY_O = `iif(o.state = 'pending', o.next_at, o.next_at >> 10)`
 /** A JSON array parameter (`@jtis`) as rows, read once (so the planner drives the lookups from it). */
 const JTI_LIST = 'WITH list AS MATERIALIZED (SELECT value AS jti FROM json_each(@jtis))'
 
@@ -217,6 +218,8 @@ export class SqliteLedgerStorage implements LedgerStorage {
   readonly path: string
   private db: Database.Database | undefined
   private readonly statements: Record<string, Statement>
+  /** jti -> seq of the rows `dueOutbox` returned in the current transaction (cleared at its end). */
+  private readonly dueSeq: {peer: string; seqs: Map<string, number>} = {peer: '', seqs: new Map()}
 
   /** Use `openStore`. */
   constructor(path: string, db: Database.Database) {
@@ -234,6 +237,10 @@ export class SqliteLedgerStorage implements LedgerStorage {
       updateOutbox: prepare(`UPDATE outbox SET state = ?, attempts = ?, next_at = ?, updated_at = ?, err = coalesce(?, err),
         description = coalesce(?, description) WHERE peer = ? AND jti = ?`),
       // [jti, state, attempts, nextAt, updatedAt, err, description] per element of @changes.
+      // The same by seq (rows just read by dueOutbox): [seq, jti, state, attempts, nextAt, updatedAt, err, description].
+      updateOutboxBySeq: prepare(`UPDATE outbox SET state = c.value ->> 2, attempts = c.value ->> 3, next_at = c.value ->> 4,
+          updated_at = c.value ->> 5, err = coalesce(c.value ->> 6, outbox.err), description = coalesce(c.value ->> 7, outbox.description)
+        FROM json_each(@changes) AS c WHERE outbox.seq = c.value ->> 0 AND +outbox.peer = @peer AND +outbox.jti = c.value ->> 1`),
       updateOutboxMany: prepare(`WITH c AS MATERIALIZED (SELECT value ->> 0 AS jti, value ->> 1 AS state, value ->> 2 AS attempts,
           value ->> 3 AS nextAt, value ->> 4 AS updatedAt, value ->> 5 AS err, value ->> 6 AS description FROM json_each(@changes))
         UPDATE outbox SET state = c.state, attempts = c.attempts, next_at = c.nextAt, updated_at = c.updatedAt,
@@ -244,16 +251,13 @@ export class SqliteLedgerStorage implements LedgerStorage {
       settleOutboxMany: prepare(`${JTI_LIST}
         UPDATE outbox SET state = @state, updated_at = @updatedAt, err = coalesce(@err, err), description = coalesce(@description, description)
         WHERE peer = @peer AND jti IN (SELECT jti FROM list) AND state NOT IN ('acked', 'rejected') RETURNING jti`),
-      // The first pending rows in index order, and the due in-flight rows of the buckets up to
-      // now's (a bucket's rows are read from the index, not the table), merged.
-      dueOutbox: prepare(`WITH due AS MATERIALIZED (
-          SELECT * FROM (SELECT seq, next_at FROM outbox WHERE ${ACTIVE} AND state = 'pending' AND ${ACTIVE_KEY} <= @now
-            ORDER BY ${ACTIVE_KEY}, seq LIMIT @limit)
-          UNION ALL
-          SELECT * FROM (SELECT seq, next_at FROM outbox WHERE ${ACTIVE} AND state = 'in_flight' AND ${ACTIVE_KEY} <= (@now >> 10)
-            AND next_at <= @now ORDER BY next_at, seq LIMIT @limit))
-        SELECT ${OUTBOX_COLUMNS} FROM due JOIN outbox AS o ON o.seq = due.seq LEFT JOIN outbox_token AS t ON t.seq = due.seq
-        ORDER BY due.next_at, due.seq LIMIT @limit`),
+      // Due rows come from two reads of outbox_active: pending rows in index order (they are
+      // sent in that order), and in-flight rows of the deadline buckets up to now's whose
+      // deadline passed (few: an ack normally comes first). `dueOutbox` merges them.
+      duePending: prepare(`SELECT o.seq, ${OUTBOX_COLUMNS} FROM ${OUTBOX_FROM} WHERE o.peer = @peer AND o.state IN ('pending', 'in_flight') AND o.state = 'pending' AND ${ACTIVE_KEY_O} <= @now
+        ORDER BY ${ACTIVE_KEY_O}, o.seq LIMIT @limit`),
+      dueInFlight: prepare(`SELECT o.seq, ${OUTBOX_COLUMNS} FROM ${OUTBOX_FROM} WHERE o.peer = @peer AND o.state IN ('pending', 'in_flight') AND o.state = 'in_flight'
+        AND ${ACTIVE_KEY_O} <= (@now >> 10) AND o.next_at <= @now ORDER BY o.next_at, o.seq LIMIT @limit`),
       // The first pending row in index order; the earliest in-flight row of the first bucket.
       nextDueAt: prepare(`SELECT min(t) AS t FROM (
           SELECT * FROM (SELECT next_at AS t FROM outbox WHERE ${ACTIVE} AND state = 'pending' ORDER BY ${ACTIVE_KEY}, seq LIMIT 1)
@@ -309,6 +313,8 @@ export class SqliteLedgerStorage implements LedgerStorage {
       }
 
       throw mapSqliteError(error, this.path)
+    } finally {
+      this.dueSeq.seqs.clear()
     }
   }
 
@@ -333,6 +339,13 @@ export class SqliteLedgerStorage implements LedgerStorage {
 
   updateOutboxMany(peer: string, changes: readonly OutboxRowChange[]): void {
     if (changes.length === 0) return
+    const {seqs} = this.dueSeq
+    if (this.dueSeq.peer === peer && changes.every((c) => seqs.has(c.jti))) {
+      const rows = changes.map((c) => [seqs.get(c.jti), c.jti, c.state, c.attempts, c.nextAt, c.updatedAt, c.err ?? null, c.description ?? null])
+      this.statements.updateOutboxBySeq!.run({changes: JSON.stringify(rows), peer})
+      return
+    }
+
     const rows = changes.map((c) => [c.jti, c.state, c.attempts, c.nextAt, c.updatedAt, c.err ?? null, c.description ?? null])
     this.statements.updateOutboxMany!.run({changes: JSON.stringify(rows), peer})
   }
@@ -355,7 +368,20 @@ export class SqliteLedgerStorage implements LedgerStorage {
   }
 
   dueOutbox(peer: string, now: number, limit: number): OutboxRow[] {
-    return (this.statements.dueOutbox!.all({limit, now, peer}) as RawOutbox[]).map((raw) => outboxRow(raw))
+    const pending = this.statements.duePending!.all({limit, now, peer}) as Array<RawOutbox & {seq: number}>
+    const inFlight = this.statements.dueInFlight!.all({limit, now, peer}) as Array<RawOutbox & {seq: number}>
+    let rows = pending
+    if (inFlight.length > 0) {
+      rows = [...pending, ...inFlight].sort((a, b) => a.nextAt - b.nextAt || a.seq - b.seq).slice(0, limit)
+    }
+
+    // Remember where these rows are until the transaction ends: the ledger updates them next.
+    if (this.db?.inTransaction === true) {
+      this.dueSeq.peer = peer
+      for (const raw of rows) this.dueSeq.seqs.set(raw.jti, raw.seq)
+    }
+
+    return rows.map((raw) => outboxRow(raw))
   }
 
   nextDueAt(peer: string): number | undefined {
