@@ -45,6 +45,24 @@ const encoder = new TextEncoder()
 /** The encoded protected header of the last (alg, kid) signed: one signer signs many SETs. */
 let lastHeader: {alg: string; kid: string | undefined; encoded: string} | undefined
 
+/**
+ * The claims JSON is encoded to base64url through this buffer (no Buffer per SET); it grows to hold
+ * the largest SET minted so far, up to `MAX_ENCODE_SCRATCH_BYTES`.
+ */
+let encodeScratch = Buffer.alloc(0)
+const MAX_ENCODE_SCRATCH_BYTES = 256 * 1024
+
+function encodeClaims(json: string): string {
+  // UTF-8 takes at most 3 bytes per UTF-16 unit.
+  const most = json.length * 3
+  if (most > encodeScratch.length) {
+    if (most > MAX_ENCODE_SCRATCH_BYTES) return encodeBase64url(json)
+    encodeScratch = Buffer.alloc(Math.max(most, 4096))
+  }
+
+  return encodeScratch.toString('base64url', 0, encodeScratch.write(json, 0, 'utf8'))
+}
+
 function encodedHeader(header: SetHeader): string {
   const {alg, kid} = header
   if (lastHeader?.alg === alg && lastHeader.kid === kid) return lastHeader.encoded
@@ -92,7 +110,7 @@ export async function mintSet(template: SetTemplate, signer: Signer, options: Mi
   if (signer.key === undefined) throw new PushpullError('ERR_KEY_INVALID', `the ${signer.alg} signer has no key`)
   const fast = fastEncodedSignerFor(signer.key, signer.alg)
   if (fast) {
-    const signingInput = `${encodedHeader(header)}.${encodeBase64url(json)}`
+    const signingInput = `${encodedHeader(header)}.${encodeClaims(json)}`
     try {
       return {claims, header, token: `${signingInput}.${fast(signingInput)}`}
     } catch (error) {

@@ -77,6 +77,19 @@ describe('mintSet', () => {
     expect(new Set(tokens.map((t) => t.claims.jti)).size).toBe(100)
   })
 
+  it('encodes claims of every size exactly (small, multi-byte UTF-8, past the encode buffer, past its cap), interleaved', async () => {
+    const peer = generatePeerKey('HS256', 'h1')
+    const signer = secretSigner(peer.secret as Buffer, {kid: 'h1'})
+    const notes = ['short', `${'ü€𝄞'.repeat(2000)}`, 'x'.repeat(100_000), 'after the big ones', 'é'.repeat(300)]
+    for (const note of notes) {
+      const minted = await mintSet({...base, extra: {note}}, signer, fixed)
+      const payloadPart = minted.token.split('.')[1] as string
+      expect(payloadPart).toBe(Buffer.from(JSON.stringify(minted.claims), 'utf8').toString('base64url'))
+      expect(decodeSetUnverified(minted.token).claims.note).toBe(note)
+      expect(verifySetSignature(minted.token, [peer])).toBe(true)
+    }
+  })
+
   it('refuses a signer without a key', async () => {
     await expect(mintSet(base, {alg: 'ES256'})).rejects.toThrow('the ES256 signer has no key')
   })
