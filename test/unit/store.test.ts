@@ -262,6 +262,80 @@ process.kill(process.pid, 'SIGKILL')
     expect(existsSync(path)).toBe(false)
   })
 
+  it('migrates a version-3 file to tokens in their own tables and the outbox_active index, keeping every row', () => {
+    const path = join(tempDir(), 'state.db')
+    const raw = new Database(path)
+    // The version-3 schema as migrations 1 to 3 made it.
+    raw.exec(`
+      CREATE TABLE outbox (seq INTEGER PRIMARY KEY, peer TEXT NOT NULL, jti TEXT NOT NULL, token TEXT NOT NULL, event TEXT, subject TEXT,
+        state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+        err TEXT, description TEXT, UNIQUE (peer, jti));
+      CREATE INDEX outbox_due ON outbox (peer, next_at, seq) WHERE state IN ('pending', 'in_flight');
+      CREATE INDEX outbox_done ON outbox (updated_at) WHERE state IN ('acked', 'rejected', 'abandoned');
+      CREATE TABLE inbox (seq INTEGER PRIMARY KEY, peer TEXT NOT NULL, jti TEXT NOT NULL, iss TEXT NOT NULL, hash TEXT NOT NULL, token TEXT,
+        event TEXT, subject TEXT, verdict TEXT NOT NULL, err TEXT, description TEXT, owed INTEGER NOT NULL, received_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL, UNIQUE (peer, jti, iss));
+      CREATE INDEX inbox_owed ON inbox (peer, updated_at, seq) WHERE owed = 1;
+      CREATE INDEX inbox_done ON inbox (updated_at) WHERE owed = 0;
+      CREATE TABLE ssf_stream (seq INTEGER PRIMARY KEY, stream_id TEXT NOT NULL UNIQUE, status TEXT NOT NULL, record TEXT NOT NULL,
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+      ALTER TABLE inbox ADD COLUMN handed_off INTEGER NOT NULL DEFAULT 1;
+      CREATE INDEX inbox_unhanded ON inbox (seq) WHERE handed_off = 0;
+      INSERT INTO outbox (peer, jti, token, event, state, attempts, next_at, created_at, updated_at) VALUES
+        ('${PEER}', 'pending-1', 'tok-p', 'ev', 'pending', 0, 5000, 100, 100),
+        ('${PEER}', 'flight-1', 'tok-f', 'ev', 'in_flight', 1, 3000, 100, 100),
+        ('${PEER}', 'acked-1', 'tok-k', 'ev', 'acked', 1, 0, 0, 0);
+      INSERT INTO inbox (peer, jti, iss, hash, token, verdict, owed, handed_off, received_at, updated_at) VALUES
+        ('${PEER}', 'unhanded-1', 'https://tx', 'h1', 'tok-u', 'accepted', 1, 0, 100, 100),
+        ('${PEER}', 'done-1', 'https://tx', 'h2', NULL, 'accepted', 0, 1, 0, 0);
+    `)
+    raw.pragma('user_version = 3')
+    raw.close()
+
+    let now = 10_000
+    const storage = openStore({path})
+    const ledger = new Ledger({now: () => now, random: () => 0, storage})
+    try {
+      const db = storage.database
+      expect(db.pragma('user_version', {simple: true})).toBe(SCHEMA_VERSION)
+      expect(SCHEMA_VERSION).toBe(5)
+      const names = (db.prepare(`SELECT name FROM sqlite_master WHERE type IN ('index', 'table', 'trigger') AND name NOT LIKE 'sqlite_%' ORDER BY name`).all() as Array<{name: string}>).map((r) => r.name)
+      expect(names).toEqual([
+        'inbox', 'inbox_owed', 'inbox_token', 'inbox_token_gone', 'inbox_unhanded', 'outbox', 'outbox_active', 'outbox_token', 'outbox_token_gone', 'ssf_stream',
+      ])
+      const columns = (table: string): string[] => (db.prepare(`SELECT name FROM pragma_table_info(?)`).all(table) as Array<{name: string}>).map((r) => r.name)
+      expect(columns('outbox')).not.toContain('token')
+      expect(columns('inbox')).not.toContain('token')
+      // Every row kept its token: the in-flight SET past its deadline first, then the pending one.
+      expect(ledger.takeDue(PEER, 10).sets).toEqual([
+        {attempt: 2, jti: 'flight-1', token: 'tok-f'},
+        {attempt: 1, jti: 'pending-1', token: 'tok-p'},
+      ])
+      expect(storage.getOutbox(PEER, 'acked-1')).toMatchObject({state: 'acked', token: 'tok-k'})
+      expect(ledger.unhandedOff(10)).toEqual([{iss: 'https://tx', jti: 'unhanded-1', peer: PEER, token: 'tok-u', verdict: 'accepted'}])
+      expect(ledger.owed(PEER, 10)).toEqual({ack: ['unhanded-1'], setErrs: new Map()})
+      expect(storage.getInbox(PEER, 'https://tx', 'done-1')?.token).toBeUndefined()
+      // Pruning a row deletes its token too.
+      now = 20_000
+      expect(ledger.prune({retentionMs: 15_000})).toEqual({inbox: 1, outbox: 1})
+      const count = (table: string): number => (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as {n: number}).n
+      expect([count('outbox_token'), count('inbox_token')]).toEqual([2, 1])
+    } finally {
+      ledger.close()
+    }
+  })
+
+  it('creates a new file at the smallest schema (the pages migrations free are given back)', () => {
+    const storage = openStore({path: join(tempDir(), 'state.db')})
+    try {
+      expect(storage.database.pragma('freelist_count', {simple: true})).toBe(0)
+      // One page for the schema, one per table and index: 5 tables, 6 indexes.
+      expect(storage.database.pragma('page_count', {simple: true})).toBe(12)
+    } finally {
+      storage.close()
+    }
+  })
+
   it('on a full disk: ERR_STATE_IO, nothing of the batch stored, no ack owed for it', () => {
     const path = join(tempDir(), 'state.db')
     const storage = openStore({path, maxPageCount: 12})
