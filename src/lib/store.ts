@@ -247,10 +247,10 @@ export class SqliteLedgerStorage implements LedgerStorage {
       getOutbox: prepare(`SELECT ${OUTBOX_COLUMNS} FROM ${OUTBOX_FROM} WHERE o.peer = ? AND o.jti = ?`),
       updateOutbox: prepare(`UPDATE outbox SET state = ?, attempts = ?, next_at = ?, updated_at = ?, err = coalesce(?, err),
         description = coalesce(?, description) WHERE peer = ? AND jti = ?`),
+      // One row dueOutbox just read in this transaction, by seq (so it is that peer's row with that
+      // jti): the lean form for a change without err/description (every takeDue change).
+      updateOutboxBySeq: prepare(`UPDATE outbox SET state = ?, attempts = ?, next_at = ?, updated_at = ? WHERE seq = ?`),
       // [jti, state, attempts, nextAt, updatedAt, err, description] per element of @changes.
-      // One row just read by dueOutbox, found by seq (peer and jti checked, not searched).
-      updateOutboxBySeq: prepare(`UPDATE outbox SET state = ?, attempts = ?, next_at = ?, updated_at = ?, err = coalesce(?, err),
-        description = coalesce(?, description) WHERE seq = ? AND +peer = ? AND +jti = ?`),
       updateOutboxMany: prepare(`WITH c AS MATERIALIZED (SELECT value ->> 0 AS jti, value ->> 1 AS state, value ->> 2 AS attempts,
           value ->> 3 AS nextAt, value ->> 4 AS updatedAt, value ->> 5 AS err, value ->> 6 AS description FROM json_each(@changes))
         UPDATE outbox SET state = c.state, attempts = c.attempts, next_at = c.nextAt, updated_at = c.updatedAt,
@@ -355,9 +355,9 @@ export class SqliteLedgerStorage implements LedgerStorage {
     const bySeq = this.statements.updateOutboxBySeq!
     const rest: OutboxRowChange[] = []
     for (const c of changes) {
-      const seq = seqs?.get(c.jti)
+      const seq = c.err === undefined && c.description === undefined ? seqs?.get(c.jti) : undefined
       if (seq === undefined) rest.push(c)
-      else bySeq.run(c.state, c.attempts, c.nextAt, c.updatedAt, c.err ?? null, c.description ?? null, seq, peer, c.jti)
+      else bySeq.run(c.state, c.attempts, c.nextAt, c.updatedAt, seq)
     }
 
     if (rest.length === 0) return
