@@ -31,8 +31,8 @@ const ws = await measureWs(config, {es256: delivery.figures['push+ES256'] ?? Num
 figures.ws = ws.figures
 const link = await measureLink(config)
 figures.link = link.figures
-// One table in figure order (1, 1b, 1c, 2, ... 7); rows of one figure keep their order.
-const order = ['1', '1b', '1c', '2', '3', '4', '5', '6', '7']
+// One table in figure order (1, 1b, 1c, 2, 3, 4, 4b, 5, 6, 7); rows of one figure keep their order.
+const order = ['1', '1b', '1c', '2', '3', '4', '4b', '5', '6', '7']
 rows.push(...[...delivery.rows, ...ws.rows, ...link.rows, ...crypto.rows, ...cold.rows].map((row, index) => ({index, row})).sort((a, b) => order.indexOf(a.row.figure) - order.indexOf(b.row.figure) || a.index - b.index).map(({row}) => row))
 
 const header = ['fig', 'what', 'value', 'ratio', 'target', 'verdict', 'note']

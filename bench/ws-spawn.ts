@@ -183,16 +183,15 @@ export async function listenEs256Rate(tokens: readonly Minted[], publicJwks: obj
   }
 }
 
-/** A synchronous HS256 SET factory (each SET its own jti), minting with the library's fast signer. */
+/** A synchronous HS256 SET factory (each SET its own jti, a UUID v7 as `mint` makes), minting with the library's fast signer. */
 export function hs256Factory(secret: string, template: SetTemplate): (n: number) => Minted[] {
   const key = createSecretKey(Buffer.from(secret))
   const sign = fastSignerFor(key, 'HS256')
   if (sign === undefined) throw new Error('no fast HS256 signer')
   const header = Buffer.from(JSON.stringify({alg: 'HS256', kid: 'bench', typ: 'secevent+jwt'})).toString('base64url')
-  let serial = 0
   return (n) =>
     Array.from({length: n}, () => {
-      const claims = buildClaims(template, {randomUUID: () => `m-${process.pid}-${serial++}`})
+      const claims = buildClaims(template)
       const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`
       return {jti: claims.jti, token: `${input}.${sign(input).toString('base64url')}`}
     })

@@ -26,7 +26,7 @@ export default class Mint extends BaseCommand<typeof Mint> {
 Input comes from event files, NDJSON on stdin (one object per line), or flags (--event, --subject,
 --set). A file or line holds either a full claims object with "events", or
 {"event": "<short name or URI>", "subject": <shorthand or object>, "payload": {...}}. "jti" is a
-random UUID and "iat" is now unless given; the subject becomes the top-level "sub_id". Payloads are
+time-ordered UUID (version 7) and "iat" is now unless given; the subject becomes the top-level "sub_id". Payloads are
 checked against the event catalog: missing required members fail, unusual values warn. Unsigned
 SETs (alg "none") only with --unsigned.`
 

@@ -3,13 +3,13 @@
  * (every key pushpull generates or reads by default) are signed synchronously with node:crypto,
  * the key prepared once; anything else goes through jose's CompactSign, loaded on first use.
  */
-import {randomUUID as nodeRandomUUID} from 'node:crypto'
 
 import {encodeBase64url} from './base64url.js'
 import {fastEncodedSignerFor} from './crypto-fast.js'
 import {PushpullError} from './errors.js'
 import type {Signer} from './keys.js'
 import {type SetClaims, type SetHeader, validateClaims} from './set.js'
+import {uuidV7} from './uuid.js'
 
 /** What a SET is built from. `jti` and `iat` are filled in when absent. */
 export interface SetTemplate {
@@ -30,7 +30,7 @@ export interface SetTemplate {
 export interface MintOptions {
   /** Clock in ms. Default Date.now. */
   now?: () => number
-  /** jti source. Default crypto.randomUUID. */
+  /** jti source. Default a time-ordered UUID version 7 (src/lib/uuid.ts) from `now`. */
   randomUUID?: () => string
 }
 
@@ -74,7 +74,7 @@ function encodedHeader(header: SetHeader): string {
 /** Build the claims of a SET from a template (no signing). Throws ERR_USAGE naming what is wrong. */
 export function buildClaims(template: SetTemplate, options: MintOptions = {}): SetClaims {
   const now = options.now ?? Date.now
-  const uuid = options.randomUUID ?? nodeRandomUUID
+  const uuid = options.randomUUID ?? (() => uuidV7(now()))
   const claims: Record<string, unknown> = {...template.extra}
   claims.iss = template.iss
   claims.iat = template.iat ?? Math.floor(now() / 1000)

@@ -16,11 +16,13 @@ const base = {events: {[EVENT]: {}}, iss: 'https://idp.example'}
 const fixed = {now: () => NOW, randomUUID: () => '00000000-0000-4000-8000-000000000001'}
 
 describe('buildClaims', () => {
-  it('fills jti (random UUID) and iat (now, in seconds) and keeps exactly the events given', () => {
+  it('fills jti (a UUID v7 of the mint clock) and iat (now, in seconds) and keeps exactly the events given', () => {
     expect(buildClaims(base, fixed)).toEqual({events: {[EVENT]: {}}, iat: 1_760_000_000, iss: 'https://idp.example', jti: '00000000-0000-4000-8000-000000000001'})
-    const a = buildClaims(base)
-    const b = buildClaims(base)
-    expect(a.jti).toMatch(/^[\da-f]{8}-[\da-f]{4}-4[\da-f]{3}-[89ab][\da-f]{3}-[\da-f]{12}$/)
+    const a = buildClaims(base, {now: () => NOW})
+    const b = buildClaims(base, {now: () => NOW})
+    expect(a.jti).toMatch(/^[\da-f]{8}-[\da-f]{4}-7[\da-f]{3}-[89ab][\da-f]{3}-[\da-f]{12}$/)
+    // The first 48 bits are the mint clock in milliseconds.
+    expect(Number.parseInt(a.jti.replace('-', '').slice(0, 12), 16)).toBe(NOW)
     expect(a.jti).not.toBe(b.jti)
   })
 
