@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../cli/base-command.js'
+import {boundHeapGrowth} from '../cli/heap.js'
 import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
 import {issuerFlags, openVerification} from '../cli/issuer-flag.js'
@@ -254,6 +255,8 @@ SIGINT/SIGTERM: stop accepting, finish requests in flight, flush the state, exit
   }
 
   public async run(): Promise<ListenSummary> {
+    // A long session: keep the heap near what is live (src/cli/heap.ts).
+    boundHeapGrowth()
     const flags = this.flags
     const manual = flags.ack === 'manual' || flags.interactive
     if (flags.interactive) assertInteractive(this.jsonEnabled(), '--ack manual (and decide later) or --ack auto')

@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import Table from 'cli-table3'
 
 import {BaseCommand} from '../cli/base-command.js'
+import {boundHeapGrowth} from '../cli/heap.js'
 import {createStatusLine} from '../cli/status-line.js'
 import {stdoutFlushed} from '../cli/stdout.js'
 import {assertInteractive, reviewReceived} from '../cli/interactive.js'
@@ -133,6 +134,8 @@ at-least-once, so a replayed line may repeat one printed just before a crash.`
   static override strict = false
 
   public async run(): Promise<StreamSummary> {
+    // A long session: keep the heap near what is live (src/cli/heap.ts).
+    boundHeapGrowth()
     const {argv} = await this.parse(Stream)
     const flags = this.flags
     const files = argv.slice(1).map(String)
