@@ -21,6 +21,7 @@ import {attachListenerSessions} from '../src/lib/session-server.js'
 import {createListener} from '../src/lib/server.js'
 import {MemoryLedgerStorage, openLedger} from '../src/lib/store.js'
 import {createVerifier, type SetVerifier} from '../src/lib/verify.js'
+import {UNLIMITED} from './delivery.js'
 import {startLink} from './link.js'
 import {percentile} from './util.js'
 
@@ -66,10 +67,10 @@ async function harness(options: WsRunOptions, onAck: (jtis: readonly string[]) =
     createVerifier(options.jwks === null ? {} : {keys: [new StaticKeySource(verificationKeysFromJson(options.jwks, 'bench JWKS'))]})
   const receiver = new SetReceiver({ledger: serverLedger, verifier})
   const link = options.linkDelayMs ? await startLink(options.linkDelayMs) : undefined
-  const listener = createListener({checkHost: link === undefined, ledger: serverLedger, port: 0, receiver})
+  const listener = createListener({checkHost: link === undefined, ledger: serverLedger, port: 0, receiver, requestRate: UNLIMITED})
   const {url} = await listener.listen()
   if (link !== undefined) link.target = url
-  const sessions = attachListenerSessions(listener, {pingIntervalMs: 0})
+  const sessions = attachListenerSessions(listener, {messageRate: UNLIMITED, pingIntervalMs: 0})
   const clientLedger = ledgerFor(options.diskDir, 'stream')
   let failure: Error | undefined
   const client = new WsSessionClient({
