@@ -4,30 +4,20 @@
  * the per-row calls when a storage lacks them. Both storages implement them, and a whole ledger
  * session gives the same answers and leaves the same rows with the batch calls as without them.
  */
-import {mkdtempSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
-import {join} from 'node:path'
 
-import {afterAll, describe, expect, it} from 'vitest'
+import {describe, expect, it} from 'vitest'
 
 import {Ledger, type LedgerStorage, type OutboxRow} from '../../src/lib/ledger.js'
 import {MemoryLedgerStorage, openStore} from '../../src/lib/store.js'
+import {scratchDirs} from '../helpers/scratch.js'
 
 const PEER = 'wss://peer.example/pushpull'
 const OTHER = 'https://other.example/events'
 const T0 = 1_700_000_000_000
 const BATCH_METHODS = ['updateOutboxMany', 'settleOutboxMany', 'clearOwedMany', 'markHandedOffMany'] as const
 
-const dirs: string[] = []
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, {force: true, recursive: true})
-})
-
-function sqlitePath(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pushpull-batch-'))
-  dirs.push(dir)
-  return join(dir, 'state.db')
-}
+const scratch = scratchDirs('pushpull-batch-')
+const sqlitePath = (): string => scratch.statePath()
 
 const storages: Array<[string, () => LedgerStorage]> = [
   ['memory', () => new MemoryLedgerStorage()],

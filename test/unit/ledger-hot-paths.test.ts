@@ -4,27 +4,18 @@
  * first and reads only on a redelivery; the SQLite store's WAL checkpoint threshold is an option.
  * Run against both storages.
  */
-import {mkdtempSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import {afterAll, describe, expect, it} from 'vitest'
+import {describe, expect, it} from 'vitest'
 
 import {Ledger, type LedgerStorage} from '../../src/lib/ledger.js'
 import {DEFAULT_WAL_AUTOCHECKPOINT_PAGES, MemoryLedgerStorage, openStore} from '../../src/lib/store.js'
+import {scratchDirs} from '../helpers/scratch.js'
 
 const PEER = 'wss://peer.example/pushpull'
 const T0 = 1_700_000_000_000
-const dirs: string[] = []
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, {force: true, recursive: true})
-})
-
-function scratch(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pushpull-hot-'))
-  dirs.push(dir)
-  return dir
-}
+const scratchDir = scratchDirs('pushpull-hot-')
+const scratch = (): string => scratchDir.dir()
 
 const storages: Array<[string, () => LedgerStorage]> = [
   ['memory', () => new MemoryLedgerStorage()],

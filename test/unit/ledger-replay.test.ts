@@ -3,30 +3,20 @@
  * listed by `unhandedOff` until `markDelivered` or `markHandedOff`, in both storages; a state file
  * from before the `handed_off` column keeps its rows handed off; `replayUnhandedOff` prints them.
  */
-import {mkdtempSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
-import {join} from 'node:path'
 
 import Database from 'better-sqlite3'
-import {afterAll, describe, expect, it} from 'vitest'
+import {describe, expect, it} from 'vitest'
 
 import {formatRecord, replayUnhandedOff, type SetRecord} from '../../src/cli/listen-output.js'
 import {Ledger, type LedgerStorage} from '../../src/lib/ledger.js'
 import {MemoryLedgerStorage, openStore, SCHEMA_VERSION} from '../../src/lib/store.js'
 import {generatePeerKey, makeSetClaims, signSet} from '../helpers/peers/index.js'
 import {failure} from '../helpers/errors.js'
+import {scratchDirs} from '../helpers/scratch.js'
 
 const PEER = 'token:tx'
-const dirs: string[] = []
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, {force: true, recursive: true})
-})
-
-function tempPath(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pp-replay-'))
-  dirs.push(dir)
-  return join(dir, 'state.db')
-}
+const scratch = scratchDirs('pp-replay-')
+const tempPath = (): string => scratch.statePath()
 
 const key = generatePeerKey('ES256', 'k1')
 const tokens = new Map<string, string>()

@@ -5,26 +5,16 @@
  * and merges them. Both must answer exactly what a full scan answers, after any sequence of
  * changes, including `updateOutboxMany` right after `dueOutbox` in one transaction (as `takeDue`).
  */
-import {mkdtempSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
-import {join} from 'node:path'
 
 import fc from 'fast-check'
-import {afterAll, describe, expect, it} from 'vitest'
+import {describe, expect, it} from 'vitest'
 
 import {type LedgerStorage, OUTBOX_STATES, type OutboxRow, type OutboxState} from '../../src/lib/ledger.js'
 import {MemoryLedgerStorage, openStore} from '../../src/lib/store.js'
+import {scratchDirs} from '../helpers/scratch.js'
 
-const dirs: string[] = []
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, {force: true, recursive: true})
-})
-
-function sqlite(): LedgerStorage {
-  const dir = mkdtempSync(join(tmpdir(), 'pushpull-due-'))
-  dirs.push(dir)
-  return openStore({path: join(dir, 'state.db')})
-}
+const scratch = scratchDirs('pushpull-due-')
+const sqlite = (): LedgerStorage => openStore({path: scratch.statePath()})
 
 type Op =
   | {kind: 'insert'; peer: number; jti: number; nextAt: number; state: OutboxState}

@@ -6,12 +6,9 @@
 import {createPrivateKey} from 'node:crypto'
 import {createServer} from 'node:http'
 import type {AddressInfo} from 'node:net'
-import {mkdtempSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
-import {join} from 'node:path'
 
 import Database from 'better-sqlite3'
-import {afterAll, afterEach, describe, expect, it} from 'vitest'
+import {afterEach, describe, expect, it} from 'vitest'
 
 import {generateKeyPair} from '../../src/lib/keys.js'
 import {Ledger} from '../../src/lib/ledger.js'
@@ -21,23 +18,15 @@ import {MemorySsfStreamStore, type SsfStreamStore, type StoredStream} from '../.
 import {createSsfTransmitter} from '../../src/lib/ssf/transmitter.js'
 import {openStore, SCHEMA_VERSION, type SqliteLedgerStorage} from '../../src/lib/store.js'
 import {failure} from '../helpers/errors.js'
+import {scratchDirs} from '../helpers/scratch.js'
 
-const dirs: string[] = []
+const scratch = scratchDirs('pushpull-ssf-store-')
+const tempPath = (): string => scratch.statePath()
 const cleanups: Array<() => unknown> = []
 
 afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()?.()
 })
-
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, {force: true, recursive: true})
-})
-
-function tempPath(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pushpull-ssf-store-'))
-  dirs.push(dir)
-  return join(dir, 'state.db')
-}
 
 function openSqlite(path = tempPath()): {storage: SqliteLedgerStorage; store: SqliteSsfStreamStore} {
   const storage = openStore({path})
