@@ -20,7 +20,7 @@ import {createVerifier} from '../src/lib/verify.js'
 import {TEMPLATE} from './crypto.js'
 import {startLink} from './link.js'
 import {type BenchConfig, fmtRate, fmtRatio, median, type Row} from './util.js'
-import {mkdtempSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -80,6 +80,7 @@ export async function measureDelivery(config: BenchConfig): Promise<{figures: Re
   const dir = mkdtempSync(join(tmpdir(), 'pushpull-bench-'))
   writeFileSync(join(dir, 'k.pem'), pair.privatePem)
   const signer = await readSigningKey(join(dir, 'k.pem'), {kid: 'bench'})
+  rmSync(dir, {force: true, recursive: true})
   const count = config.quick ? 1000 : 4000
   const rounds = config.quick ? 1 : 3
   const mint = async () =>
