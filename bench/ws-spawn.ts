@@ -40,7 +40,7 @@ async function spawnListen(args: readonly string[], env: Record<string, string> 
   const clean = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('PUSHPULL_')))
   // BENCH_LISTEN_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof": profile the listener child.
   const nodeArgs = (process.env.BENCH_LISTEN_NODE_ARGS ?? '').split(' ').filter(Boolean)
-  // The default 500 messages/s per peer would cut off a session faster than 50,000 SETs/s.
+  // No figure should measure the listener's message rate limit (2000 messages/s per peer by default).
   const child = spawn(process.execPath, [...nodeArgs, BIN, 'listen', '--port', '0', '--ws', '--max-message-rate', '1000000', ...args], {
     cwd: ROOT,
     env: {...clean, NO_COLOR: '1', ...env},

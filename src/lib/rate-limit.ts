@@ -11,8 +11,12 @@ import {PushpullError} from './errors.js'
 
 /** HTTP requests per second per remote address (listen). */
 export const DEFAULT_REQUEST_RATE = 1000
-/** WebSocket messages per second per peer (listen --ws). */
-export const DEFAULT_MESSAGE_RATE = 500
+/**
+ * WebSocket messages per second per peer (listen --ws). Well above what one session of full
+ * messages needs (a session at 50,000 SETs/s in messages of 100 sends 500 a second), so a fast
+ * legitimate peer is never cut off, while a flood of tiny messages still is.
+ */
+export const DEFAULT_MESSAGE_RATE = 2000
 /** Keys tracked at most by one limiter. */
 export const DEFAULT_MAX_RATE_KEYS = 10_000
 

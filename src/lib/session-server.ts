@@ -39,7 +39,7 @@ export interface SessionServerOptions
   subscribe?: (peer: string, wake: () => void) => () => void
   /**
    * Incoming messages per peer (token bucket over all its sessions; an unauthenticated peer is
-   * counted per remote address). Over it the session is closed with 1008. Default 500/s, burst 1000.
+   * counted per remote address). Over it the session is closed with 1008. Default 2000/s, burst 4000.
    */
   messageRate?: RateLimit
 }
